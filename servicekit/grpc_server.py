@@ -1,0 +1,164 @@
+"""gRPC server bootstrap shared by every service.
+
+ServiceServer is a grpc.aio server with health checking, reflection, and
+one interceptor that measures every RPC and turns DomainError into a status
+with google.rpc details. ServiceServer.stop() reports NOT_SERVING, then
+drains in-flight RPCs within a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from servicekit.errors import DomainError, ErrorKind
+from servicekit.metric_defs import RPC_LATENCY, RPC_REQUESTS
+
+ERROR_DOMAIN = "petitions.v1"
+
+_CODES: dict[ErrorKind, grpc.StatusCode] = {kind: grpc.StatusCode[kind.value] for kind in ErrorKind}
+
+
+def status_for(error: DomainError) -> grpc.Status:
+    """The gRPC status for a domain error, with ErrorInfo, BadRequest and
+    RetryInfo details so that clients can show a precise message."""
+    details: list[Any] = [error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)]
+    if error.violations:
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in error.violations
+                ]
+            )
+        )
+    if error.retry_after_seconds is not None:
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=error.retry_after_seconds))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)
+        packed.append(holder)
+    code = _CODES[error.kind]
+    proto = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=packed)
+    return rpc_status.to_status(proto)
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times every RPC and maps DomainError to its status."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        if handler is None or method in ("Check", "Watch", "ServerReflectionInfo"):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _code_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return "OK" if code in (None, 0) else str(code)
+
+
+def _wrap_unary(method: str, behaviour: Any) -> Any:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        code = "UNKNOWN"
+        try:
+            response = await behaviour(request, context)
+            code = _code_of(context)
+            return response
+        except DomainError as error:
+            status = status_for(error)
+            code = status.code.name
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except grpc.aio.AbortError:
+            code = _code_of(context)
+            raise
+        finally:
+            RPC_REQUESTS.labels(method, code).inc()
+            RPC_LATENCY.labels(method).observe(time.perf_counter() - started)
+
+    return handle
+
+
+def _wrap_stream(method: str, behaviour: Any) -> Any:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        code = "UNKNOWN"
+        try:
+            async for item in behaviour(request, context):
+                yield item
+            code = _code_of(context)
+        except DomainError as error:
+            status = status_for(error)
+            code = status.code.name
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            RPC_REQUESTS.labels(method, code).inc()
+
+    return handle
+
+
+class ServiceServer:
+    """A grpc.aio server plus its health servicer, bound to one address."""
+
+    def __init__(self, service_names: Iterable[str], address: str, max_concurrent_rpcs: int | None = None):
+        self.server = grpc.aio.server(
+            interceptors=[ServiceInterceptor()],
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
+            options=[("grpc.so_reuseport", 0)],
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._names = list(service_names)
+        reflection.enable_server_reflection(
+            [*self._names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise SystemExit(f"cannot bind gRPC address {address}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        for name in ["", *self._names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace_seconds: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_seconds)

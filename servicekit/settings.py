@@ -1,0 +1,62 @@
+"""Settings shared by every service, read once from the environment at start.
+
+Each service subclasses CommonSettings with its own fields; the object is
+frozen and passed down through constructors, so no module reads os.environ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class CommonSettings(BaseSettings):
+    """Where the shared infrastructure is, and how a service presents itself."""
+
+    model_config = SettingsConfigDict(env_prefix="PETITIONS_", frozen=True, extra="ignore")
+
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    cassandra_hosts: tuple[str, ...] = ("127.0.0.1",)
+    cassandra_port: int = 19042
+    keyspace: str = "petitions"
+    # Replication of the keyspace; 1 on a single local node, 3 in production.
+    cassandra_replication: int = 1
+
+    # Prefix for every topic name, so that several systems (or a test run)
+    # can share one Kafka cluster without seeing each other's messages.
+    topic_prefix: str = ""
+    signature_partitions: int = 6
+    topic_replication: int = 1
+
+    # Secret material (keys, HMAC secrets, admin token) lives in files here.
+    secrets_dir: Path = REPO_ROOT / ".run" / "secrets"
+
+    @property
+    def signatures_topic(self) -> str:
+        return f"{self.topic_prefix}signatures"
+
+    @property
+    def petition_events_topic(self) -> str:
+        return f"{self.topic_prefix}petition-events"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.topic_prefix}signatures-dead-letter"
+
+    def secret_file(self, name: str) -> Path:
+        return self.secrets_dir / name
+
+    def read_secret(self, name: str) -> bytes:
+        """Reads a secret file; a missing one is a start-up error that names it."""
+        path = self.secret_file(name)
+        try:
+            return path.read_bytes().strip()
+        except FileNotFoundError:
+            raise SystemExit(f"missing secret file {path} (run `petitions dev-secrets` locally)") from None

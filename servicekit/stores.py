@@ -1,0 +1,106 @@
+"""Connections to Kafka, Redis and Cassandra, made the same way everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from cassandra.cluster import Cluster, ResponseFuture, Session
+from cassandra.policies import DCAwareRoundRobinPolicy
+
+from servicekit.settings import CommonSettings
+
+
+def redis_client(settings: CommonSettings) -> aioredis.Redis:
+    """A pooled asyncio Redis client; bytes in, bytes out."""
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        settings.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0, health_check_interval=30
+    )
+    return client
+
+
+def idempotent_producer(settings: CommonSettings, *, linger_ms: int = 2) -> AIOKafkaProducer:
+    """A producer that never duplicates or reorders a partition's messages on
+    retry (enable_idempotence implies acks=all), so an acknowledged send is on
+    every in-sync replica."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=linger_ms,
+        request_timeout_ms=10_000,
+        retry_backoff_ms=100,
+    )
+
+
+class CassandraSession:
+    """A cassandra-driver session whose queries are awaited from asyncio.
+
+    The driver runs its own I/O thread; each ResponseFuture is bridged to an
+    asyncio future on the caller's loop.
+    """
+
+    def __init__(self, settings: CommonSettings, keyspace: str | None = None):
+        self._cluster = Cluster(
+            list(settings.cassandra_hosts),
+            port=settings.cassandra_port,
+            load_balancing_policy=DCAwareRoundRobinPolicy(),
+            protocol_version=5,
+            connect_timeout=10,
+        )
+        self._keyspace = keyspace
+        self._session: Session | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._session = await loop.run_in_executor(None, self._cluster.connect, self._keyspace)
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise RuntimeError("CassandraSession.start() was not awaited")
+        return self._session
+
+    def prepare(self, cql: str) -> Any:
+        return self.session.prepare(cql)
+
+    async def execute(self, statement: Any, parameters: Sequence[Any] | None = None) -> list[Any]:
+        """Runs one statement and returns all its rows."""
+        future: ResponseFuture = self.session.execute_async(statement, parameters)
+        return await _bridge(future)
+
+    async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._cluster.shutdown)
+
+
+def _bridge(response: ResponseFuture) -> asyncio.Future[list[Any]]:
+    loop = asyncio.get_running_loop()
+    result: asyncio.Future[list[Any]] = loop.create_future()
+
+    def on_rows(rows: Any) -> None:
+        collected = list(rows)
+        if response.has_more_pages:
+            response.start_fetching_next_page()
+            pending.extend(collected)
+            return
+        loop.call_soon_threadsafe(_settle, result, [*pending, *collected], None)
+
+    def on_error(error: BaseException) -> None:
+        loop.call_soon_threadsafe(_settle, result, None, error)
+
+    pending: list[Any] = []
+    response.add_callbacks(on_rows, on_error)
+    return result
+
+
+def _settle(future: asyncio.Future[list[Any]], rows: list[Any] | None, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(rows or [])

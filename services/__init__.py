@@ -1,0 +1,1 @@
+"""The petition-intake services, one package each."""

@@ -1,0 +1,3 @@
+from services.devidp.server import main
+
+main()

@@ -1,0 +1,1 @@
+"""Identity: proves who a person is and issues a pseudonymous signer credential."""

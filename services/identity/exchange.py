@@ -1,0 +1,80 @@
+"""Turning a verified identity into a signer credential."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from servicekit import signer_credential
+from servicekit.errors import DomainError, ErrorKind, invalid
+from servicekit.signer_credential import SignerClaims
+from services.identity.keyring import KeyRing
+from services.identity.oidc import IdTokenRejected, IdTokenVerifier, ProviderUnavailable, VerifiedIdToken
+from services.identity.pseudonym import oidc_pseudonym
+
+MAX_TOKEN_LENGTH = 16_384
+ADULT_AGE = 18
+
+
+@dataclass(frozen=True)
+class IssuedCredential:
+    token: str
+    expires_at: float
+    claims: SignerClaims
+
+
+class CredentialIssuer:
+    """Exchanges proofs of identity for signer credentials."""
+
+    def __init__(self, verifier: IdTokenVerifier, keyring: KeyRing, pseudonym_secret: bytes, ttl_seconds: int):
+        self._verifier = verifier
+        self._keyring = keyring
+        self._secret = pseudonym_secret
+        self._ttl = ttl_seconds
+
+    async def exchange_id_token(self, id_token: str, nonce: str) -> IssuedCredential:
+        if not id_token:
+            raise invalid("id_token", "is required")
+        if len(id_token) > MAX_TOKEN_LENGTH:
+            raise invalid("id_token", f"is longer than {MAX_TOKEN_LENGTH} characters")
+        try:
+            verified = await self._verifier.verify(id_token, nonce)
+        except IdTokenRejected as error:
+            raise DomainError(ErrorKind.UNAUTHENTICATED, "ID_TOKEN_REJECTED", str(error)) from None
+        except ProviderUnavailable as error:
+            raise DomainError(
+                ErrorKind.UNAVAILABLE, "PROVIDER_UNAVAILABLE", str(error), retry_after_seconds=5
+            ) from None
+        return self._issue(claims_of(verified, self._secret))
+
+    def _issue(self, claims: SignerClaims) -> IssuedCredential:
+        token, expires_at = signer_credential.issue(self._keyring.signing_key, claims, self._ttl)
+        return IssuedCredential(token=token, expires_at=expires_at, claims=claims)
+
+
+def claims_of(verified: VerifiedIdToken, secret: bytes) -> SignerClaims:
+    """The signer claims for a verified ID token. Only identified mode reads
+    the birthdate, and only to derive adulthood; names are never read."""
+    issuer = verified.issuer
+    raw = verified.claims
+    adult = False
+    if issuer.mode == "identified":
+        adult = is_adult(str(raw.get("birthdate", "")), date.today())
+    return SignerClaims(
+        signer=oidc_pseudonym(secret, issuer.issuer, verified.subject),
+        method="oidc",
+        assurance_level=str(raw.get(issuer.assurance_claim, "")),
+        country=str(raw.get(issuer.country_claim, "")).upper()[:2],
+        territory=str(raw.get(issuer.territory_claim, ""))[:16],
+        adult=adult,
+    )
+
+
+def is_adult(birthdate: str, today: date) -> bool:
+    """True when an ISO 8601 birthdate is at least 18 years before today."""
+    try:
+        born = date.fromisoformat(birthdate)
+    except ValueError:
+        return False
+    age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+    return age >= ADULT_AGE
