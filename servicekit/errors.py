@@ -19,6 +19,7 @@ class ErrorKind(enum.Enum):
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     UNAVAILABLE = "UNAVAILABLE"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class DomainError(Exception):
 
     def __str__(self) -> str:
         return f"{self.kind.value} {self.reason}: {self.message}"
+
+
+def not_yet_available(rpc: str) -> DomainError:
+    """An RPC that is in the contract but not served by this version."""
+    return DomainError(ErrorKind.UNIMPLEMENTED, "NOT_IMPLEMENTED", f"{rpc} is not available in this version")
 
 
 def invalid(field_name: str, description: str, reason: str = "INVALID_FIELD") -> DomainError:

@@ -111,10 +111,10 @@ class CredentialVerifier:
         self.replace_keys(jwks_json)
 
     def replace_keys(self, jwks_json: str) -> None:
-        keys = {}
+        keys: dict[str, Any] = {}
         for jwk in json.loads(jwks_json).get("keys", []):
             parsed = jwt.PyJWK(jwk, algorithm=ALGORITHM)
-            keys[parsed.key_id] = parsed
+            keys[str(parsed.key_id)] = parsed
         self._keys = keys
 
     @property

@@ -117,7 +117,7 @@ class IdTokenVerifier:
             try:
                 discovery = await self._fetcher.fetch_json(issuer.discovery)
                 jwks = await self._fetcher.fetch_json(str(discovery["jwks_uri"]))
-            except (KeyError, OSError, ValueError, asyncio.TimeoutError) as error:
+            except (TimeoutError, KeyError, OSError, ValueError) as error:
                 raise ProviderUnavailable(f"cannot fetch keys of {issuer.issuer}: {error!r}") from error
             keys: dict[str, jwt.PyJWK] = {}
             for jwk in jwks.get("keys", []):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import identity_pb2, identity_pb2_grpc
+from servicekit.errors import not_yet_available
 from servicekit.grpc_server import ServiceServer
 from servicekit.lifecycle import wait_for_termination_signal
 from servicekit.logs import configure_logging
@@ -40,6 +42,22 @@ class IdentityServicer(identity_pb2_grpc.IdentityServicer):
     ) -> identity_pb2.SignerCredential:
         issued = await self._issuer.exchange_id_token(request.id_token, request.nonce)
         return credential_message(issued)
+
+    # Email one-time codes come with the identity issue; until then the RPCs
+    # answer UNIMPLEMENTED with a clear message.
+    async def BeginEmailVerification(
+        self,
+        request: identity_pb2.BeginEmailVerificationRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> identity_pb2.BeginEmailVerificationResponse:
+        raise not_yet_available("BeginEmailVerification")
+
+    async def CompleteEmailVerification(
+        self,
+        request: identity_pb2.CompleteEmailVerificationRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> identity_pb2.SignerCredential:
+        raise not_yet_available("CompleteEmailVerification")
 
     async def GetVerificationKeys(
         self,
@@ -85,7 +103,9 @@ class IdentityApp:
         issuer = CredentialIssuer(
             verifier, keyring, settings.read_secret(PSEUDONYM_SECRET_FILE), settings.credential_ttl_seconds
         )
-        self.server = ServiceServer([identity_pb2.DESCRIPTOR.services_by_name["Identity"].full_name], settings.grpc_address)
+        self.server = ServiceServer(
+            [identity_pb2.DESCRIPTOR.services_by_name["Identity"].full_name], settings.grpc_address
+        )
         identity_pb2_grpc.add_IdentityServicer_to_server(
             IdentityServicer(issuer, keyring, settings.verification_keys_cache_seconds), self.server.server
         )

@@ -1,0 +1,100 @@
+"""Creates what the services need before they start: the Cassandra keyspace
+and tables, and the Kafka topics. Every step is idempotent, so `petitions
+migrate` runs on every deploy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from servicekit.settings import CommonSettings
+from servicekit.stores import CassandraSession
+
+
+def cassandra_statements(settings: CommonSettings) -> list[str]:
+    keyspace = settings.keyspace
+    return [
+        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication ="
+        f" {{'class': 'SimpleStrategy', 'replication_factor': {settings.cassandra_replication}}}",
+        f"""CREATE TABLE IF NOT EXISTS {keyspace}.petitions (
+            id text PRIMARY KEY,
+            title text,
+            text text,
+            author text,
+            state text,
+            opens_at timestamp,
+            closes_at timestamp,
+            thresholds text,
+            committee text,
+            eligibility text,
+            created_at timestamp,
+            updated_at timestamp)""",
+        # The system of record: one row per (petition, signer). The partition
+        # includes the Kafka partition the signature came through, so one hot
+        # petition is spread over as many Cassandra partitions as Kafka has.
+        f"""CREATE TABLE IF NOT EXISTS {keyspace}.signatures (
+            petition_id text,
+            shard int,
+            signer text,
+            signature_id text,
+            method text,
+            country text,
+            territory text,
+            signed_at timestamp,
+            ip_hash text,
+            kafka_offset bigint,
+            invalidated_at timestamp,
+            invalid_reason text,
+            PRIMARY KEY ((petition_id, shard), signer))""",
+    ]
+
+
+def topics(settings: CommonSettings) -> list[NewTopic]:
+    replication = settings.topic_replication
+    durable = {"min.insync.replicas": str(min(2, replication)), "unclean.leader.election.enable": "false"}
+    return [
+        NewTopic(
+            settings.signatures_topic,
+            settings.signature_partitions,
+            replication,
+            # Signatures are the evidence behind the count; the log keeps
+            # them long enough to rebuild the tally from scratch.
+            topic_configs={**durable, "retention.ms": str(90 * 24 * 3600 * 1000)},
+        ),
+        NewTopic(settings.petition_events_topic, 3, replication, topic_configs=durable),
+        NewTopic(settings.dead_letter_topic, 1, replication, topic_configs=durable),
+    ]
+
+
+async def migrate_cassandra(settings: CommonSettings) -> None:
+    cassandra = CassandraSession(settings)
+    await cassandra.start()
+    try:
+        for statement in cassandra_statements(settings):
+            await cassandra.execute(statement)
+    finally:
+        await cassandra.stop()
+
+
+async def migrate_kafka(settings: CommonSettings) -> list[str]:
+    """Creates missing topics; returns the names it created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [topic for topic in topics(settings) if topic.name not in existing]
+        if missing:
+            # Another migrator may win the race; the topics exist, which is all we need.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+        return [topic.name for topic in missing]
+    finally:
+        await admin.close()
+
+
+async def migrate(settings: CommonSettings) -> list[str]:
+    created, _ = await asyncio.gather(migrate_kafka(settings), migrate_cassandra(settings))
+    return created

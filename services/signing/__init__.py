@@ -1,0 +1,1 @@
+"""Signing: accepts a signature and answers only once Kafka holds it."""

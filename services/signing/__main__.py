@@ -1,0 +1,3 @@
+from services.signing.server import main
+
+main()

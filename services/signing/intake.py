@@ -1,0 +1,229 @@
+"""The signing decision: is this person allowed to sign this petition now,
+have they already, and is the signature safely in Kafka."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import ipaddress
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+from redis.exceptions import RedisError
+
+from petitions.v1 import events_pb2, identity_pb2
+from servicekit.errors import DomainError, ErrorKind, invalid
+from servicekit.signer_credential import CredentialRejected, SignerClaims
+from services.catalogue.cache import CachedCatalogue
+from services.catalogue.model import PETITION_ID, PETITION_ID_RULE, Petition, PetitionState
+from services.signing.credential_keys import CredentialKeyCache, IdentityKeysUnavailable
+from services.signing.ledger import EntryState, LedgerEntry, SignerLedger
+from services.signing.publisher import (
+    LogPosition,
+    Overloaded,
+    PublishFailed,
+    SignaturePublisher,
+    signature_key,
+)
+
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{8,128}$")
+MAX_CREDENTIAL_LENGTH = 4096
+
+T = TypeVar("T")
+log = structlog.get_logger()
+
+_METHODS = {
+    "oidc": identity_pb2.VERIFICATION_METHOD_OIDC,
+    "email": identity_pb2.VERIFICATION_METHOD_EMAIL,
+}
+
+
+class Outcome(enum.Enum):
+    ACCEPTED = "accepted"
+    ALREADY_SIGNED = "already_signed"
+
+
+@dataclass(frozen=True)
+class SignatureRequest:
+    credential: str
+    petition_id: str
+    idempotency_key: str
+    client_ip: str
+
+
+@dataclass(frozen=True)
+class Receipt:
+    outcome: Outcome
+    signature_id: str
+    signed_at: float
+    position: LogPosition | None
+
+
+def validate(request: SignatureRequest) -> None:
+    if not request.credential:
+        raise invalid("credential", "is required")
+    if len(request.credential) > MAX_CREDENTIAL_LENGTH:
+        raise invalid("credential", f"is longer than {MAX_CREDENTIAL_LENGTH} characters")
+    if not PETITION_ID.match(request.petition_id):
+        raise invalid("petition_id", PETITION_ID_RULE)
+    if request.idempotency_key and not IDEMPOTENCY_KEY.match(request.idempotency_key):
+        raise invalid("idempotency_key", "must be 8 to 128 printable ASCII characters without spaces")
+    if request.client_ip:
+        try:
+            ipaddress.ip_address(request.client_ip)
+        except ValueError:
+            raise invalid("client_ip", "is not an IPv4 or IPv6 address") from None
+
+
+def check_can_sign(petition: Petition | None, petition_id: str, claims: SignerClaims, now: float) -> Petition:
+    if petition is None:
+        raise DomainError(ErrorKind.NOT_FOUND, "PETITION_NOT_FOUND", f"petition {petition_id!r} does not exist")
+    if not petition.accepts_signatures_at(now):
+        if petition.state is PetitionState.OPEN and petition.opens_at is not None and now < petition.opens_at:
+            message = f"petition {petition_id!r} is not open for signatures yet"
+        elif petition.state is PetitionState.OPEN:
+            message = f"petition {petition_id!r} is closed: its signature period has ended"
+        else:
+            message = f"petition {petition_id!r} is {petition.state.value}, not open for signatures"
+        raise DomainError(ErrorKind.FAILED_PRECONDITION, "PETITION_NOT_OPEN", message)
+    rules = petition.eligibility
+    if rules.countries and claims.country not in rules.countries:
+        raise DomainError(
+            ErrorKind.FAILED_PRECONDITION,
+            "NOT_ELIGIBLE",
+            f"only residents of {', '.join(sorted(rules.countries))} may sign this petition",
+        )
+    if rules.adults_only and not claims.adult:
+        raise DomainError(ErrorKind.FAILED_PRECONDITION, "NOT_ELIGIBLE", "only adults may sign this petition")
+    return petition
+
+
+class SignatureIntake:
+    def __init__(
+        self,
+        keys: CredentialKeyCache,
+        catalogue: CachedCatalogue,
+        ledger: SignerLedger,
+        publisher: SignaturePublisher,
+        ip_hash_secret: bytes,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._keys = keys
+        self._catalogue = catalogue
+        self._ledger = ledger
+        self._publisher = publisher
+        self._ip_secret = ip_hash_secret
+        self._clock = clock
+
+    async def sign(self, request: SignatureRequest) -> Receipt:
+        validate(request)
+        claims = await self._verify(request.credential)
+        now = self._clock()
+        check_can_sign(await self._catalogue.get(request.petition_id), request.petition_id, claims, now)
+
+        idempotency_hash = _short_hash(request.idempotency_key) if request.idempotency_key else ""
+        claim = LedgerEntry(EntryState.PENDING, uuid.uuid4().hex, idempotency_hash, now)
+        existing = await _ledger_call(self._ledger.claim(request.petition_id, claims.signer, claim))
+        if existing is not None:
+            return _answer_for_existing(existing, idempotency_hash)
+
+        event = self._event(request, claims, claim)
+        try:
+            position = await self._publisher.publish(signature_key(request.petition_id, claims.signer), event)
+        except (PublishFailed, Overloaded) as error:
+            await _ledger_call(self._ledger.release(request.petition_id, claims.signer, claim))
+            if isinstance(error, Overloaded):
+                raise DomainError(
+                    ErrorKind.RESOURCE_EXHAUSTED, "OVERLOADED", str(error), retry_after_seconds=2
+                ) from None
+            raise DomainError(
+                ErrorKind.UNAVAILABLE,
+                "BROKER_UNAVAILABLE",
+                f"{error}; retry with the same idempotency key",
+                retry_after_seconds=1,
+            ) from None
+        signed = LedgerEntry(
+            EntryState.SIGNED,
+            claim.signature_id,
+            idempotency_hash,
+            now,
+            position.topic,
+            position.partition,
+            position.offset,
+        )
+        # The signature is in Kafka: it counts whatever happens next. A
+        # failure to record the receipt only means a later duplicate is
+        # published and then ignored by the tally.
+        try:
+            await self._ledger.record(request.petition_id, claims.signer, signed)
+        except RedisError as error:
+            log.warning("receipt not recorded", petition_id=request.petition_id, error=repr(error))
+        return Receipt(Outcome.ACCEPTED, signed.signature_id, now, position)
+
+    async def _verify(self, token: str) -> SignerClaims:
+        try:
+            return (await self._keys.verify(token)).claims
+        except CredentialRejected as error:
+            raise DomainError(ErrorKind.UNAUTHENTICATED, "CREDENTIAL_REJECTED", str(error)) from None
+        except IdentityKeysUnavailable as error:
+            raise DomainError(
+                ErrorKind.UNAVAILABLE, "IDENTITY_UNAVAILABLE", str(error), retry_after_seconds=2
+            ) from None
+
+    def _event(self, request: SignatureRequest, claims: SignerClaims, claim: LedgerEntry) -> events_pb2.SignatureEvent:
+        signed_at = Timestamp()
+        signed_at.FromNanoseconds(int(claim.signed_at * 1e9))
+        ip_hash = ""
+        if request.client_ip:
+            ip_hash = hmac.new(self._ip_secret, request.client_ip.encode(), hashlib.sha256).hexdigest()[:32]
+        return events_pb2.SignatureEvent(
+            accepted=events_pb2.SignatureAccepted(
+                signature_id=claim.signature_id,
+                petition_id=request.petition_id,
+                signer=claims.signer,
+                method=_METHODS.get(claims.method, identity_pb2.VERIFICATION_METHOD_UNSPECIFIED),
+                country=claims.country,
+                territory=claims.territory,
+                signed_at=signed_at,
+                ip_hash=ip_hash,
+                idempotency_key_hash=claim.idempotency_hash,
+            )
+        )
+
+
+def _answer_for_existing(existing: LedgerEntry, idempotency_hash: str) -> Receipt:
+    same_request = bool(idempotency_hash) and existing.idempotency_hash == idempotency_hash
+    if existing.state is EntryState.PENDING:
+        raise DomainError(
+            ErrorKind.UNAVAILABLE,
+            "SIGNATURE_IN_PROGRESS",
+            "a signature by this person on this petition is being recorded; retry shortly",
+            retry_after_seconds=1,
+        )
+    if same_request:
+        position = LogPosition(existing.topic, existing.partition, existing.offset)
+        return Receipt(Outcome.ACCEPTED, existing.signature_id, existing.signed_at, position)
+    return Receipt(Outcome.ALREADY_SIGNED, existing.signature_id, existing.signed_at, None)
+
+
+async def _ledger_call(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except RedisError as error:
+        raise DomainError(
+            ErrorKind.UNAVAILABLE,
+            "LEDGER_UNAVAILABLE",
+            f"the signature ledger cannot be reached: {error}",
+            retry_after_seconds=2,
+        ) from None
+
+
+def _short_hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:32]

@@ -1,0 +1,170 @@
+"""Signing's gRPC wiring: the only module here that knows about gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Any
+
+import grpc
+import structlog
+
+from petitions.v1 import petition_pb2, signing_pb2, signing_pb2_grpc
+from servicekit.errors import DomainError, ErrorKind, not_yet_available
+from servicekit.grpc_server import ServiceServer
+from servicekit.lifecycle import wait_for_termination_signal
+from servicekit.logs import configure_logging
+from servicekit.metrics_http import serve_metrics
+from servicekit.stores import CassandraSession, idempotent_producer, redis_client
+from services.catalogue.cache import CachedCatalogue
+from services.catalogue.messages import STATE_FROM_PROTO, petition_message, timestamp
+from services.catalogue.store import PetitionStore
+from services.signing.catalogue_admin import CatalogueAdmin
+from services.signing.credential_keys import CredentialKeyCache, IdentityKeysUnavailable
+from services.signing.intake import Outcome, Receipt, SignatureIntake, SignatureRequest
+from services.signing.ledger import SignerLedger
+from services.signing.publisher import SignaturePublisher
+from services.signing.settings import SigningSettings
+
+ADMIN_TOKEN_FILE = "admin-token"
+IP_HASH_SECRET_FILE = "ip-hash.key"
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class SigningServicer(signing_pb2_grpc.SigningServicer):
+    def __init__(self, intake: SignatureIntake, admin: CatalogueAdmin, admin_token: bytes):
+        self._intake = intake
+        self._admin = admin
+        self._admin_token = admin_token
+
+    async def Sign(self, request: signing_pb2.SignRequest, context: Context) -> signing_pb2.SignResponse:
+        receipt = await self._intake.sign(
+            SignatureRequest(
+                credential=request.credential,
+                petition_id=request.petition_id,
+                idempotency_key=request.idempotency_key,
+                client_ip=request.client_ip,
+            )
+        )
+        return sign_response(receipt)
+
+    async def CreatePetition(
+        self, request: signing_pb2.CreatePetitionRequest, context: Context
+    ) -> petition_pb2.Petition:
+        self._authorise(context)
+        return petition_message(await self._admin.create(request))
+
+    async def OpenPetition(self, request: signing_pb2.OpenPetitionRequest, context: Context) -> petition_pb2.Petition:
+        self._authorise(context)
+        return petition_message(await self._admin.transition(request.petition_id, "open"))
+
+    async def ClosePetition(self, request: signing_pb2.ClosePetitionRequest, context: Context) -> petition_pb2.Petition:
+        self._authorise(context)
+        return petition_message(await self._admin.transition(request.petition_id, "close"))
+
+    async def GetPetition(self, request: signing_pb2.GetPetitionRequest, context: Context) -> petition_pb2.Petition:
+        return petition_message(await self._admin.get(request.petition_id))
+
+    async def ListPetitions(
+        self, request: signing_pb2.ListPetitionsRequest, context: Context
+    ) -> signing_pb2.ListPetitionsResponse:
+        state = STATE_FROM_PROTO.get(request.state)
+        petitions = await self._admin.list(state)
+        return signing_pb2.ListPetitionsResponse(petitions=[petition_message(p) for p in petitions])
+
+    async def InvalidateSignatures(
+        self, request: signing_pb2.InvalidateSignaturesRequest, context: Context
+    ) -> signing_pb2.InvalidateSignaturesResponse:
+        self._authorise(context)
+        raise not_yet_available("InvalidateSignatures")
+
+    def _authorise(self, context: Context) -> None:
+        metadata = dict(context.invocation_metadata() or ())
+        header = str(metadata.get("authorization", ""))
+        if not header.startswith("Bearer "):
+            raise DomainError(
+                ErrorKind.UNAUTHENTICATED,
+                "ADMIN_TOKEN_MISSING",
+                "this call needs 'authorization: Bearer <token>'",
+            )
+        if not hmac.compare_digest(header.removeprefix("Bearer ").encode(), self._admin_token):
+            raise DomainError(ErrorKind.PERMISSION_DENIED, "ADMIN_TOKEN_INVALID", "the admin token is not valid")
+
+
+def sign_response(receipt: Receipt) -> signing_pb2.SignResponse:
+    response = signing_pb2.SignResponse(
+        outcome=(
+            signing_pb2.SignResponse.OUTCOME_ACCEPTED
+            if receipt.outcome is Outcome.ACCEPTED
+            else signing_pb2.SignResponse.OUTCOME_ALREADY_SIGNED
+        ),
+        signature_id=receipt.signature_id,
+        signed_at=timestamp(receipt.signed_at),
+    )
+    if receipt.position is not None:
+        response.position.topic = receipt.position.topic
+        response.position.partition = receipt.position.partition
+        response.position.offset = receipt.position.offset
+    return response
+
+
+class SigningApp:
+    """Everything signing runs, with one start/stop pair."""
+
+    def __init__(self, settings: SigningSettings):
+        self.settings = settings
+        self.redis = redis_client(settings)
+        self.producer = idempotent_producer(settings)
+        self.cassandra = CassandraSession(settings, keyspace=settings.keyspace)
+        self.identity_channel = grpc.aio.insecure_channel(settings.identity_address)
+        self.keys = CredentialKeyCache(self.identity_channel)
+        self.store = PetitionStore(self.cassandra)
+        catalogue = CachedCatalogue(self.store, settings.catalogue_cache_seconds)
+        ledger = SignerLedger(self.redis, claim_seconds=int(settings.publish_timeout_seconds) + 20)
+        publisher = SignaturePublisher(
+            self.producer, settings.signatures_topic, settings.publish_timeout_seconds, settings.max_in_flight
+        )
+        intake = SignatureIntake(self.keys, catalogue, ledger, publisher, settings.read_secret(IP_HASH_SECRET_FILE))
+        self.server = ServiceServer(
+            [signing_pb2.DESCRIPTOR.services_by_name["Signing"].full_name], settings.grpc_address
+        )
+        signing_pb2_grpc.add_SigningServicer_to_server(
+            SigningServicer(intake, CatalogueAdmin(self.store, catalogue), settings.read_secret(ADMIN_TOKEN_FILE)),
+            self.server.server,
+        )
+
+    async def start(self) -> None:
+        await self.cassandra.start()
+        self.store.prepare()
+        await self.producer.start()
+        await self.redis.ping()
+        try:
+            await self.keys.refresh()
+        except IdentityKeysUnavailable as error:
+            # Not fatal: the keys are fetched on the first Sign instead.
+            structlog.get_logger().warning("identity keys not loaded at start", error=str(error))
+        await self.server.start()
+
+    async def stop(self) -> None:
+        # Drain RPCs first: each one is waiting on Kafka and must get its answer.
+        await self.server.stop(self.settings.grace_seconds)
+        await self.producer.stop()
+        await self.identity_channel.close()
+        await self.redis.aclose()
+        await self.cassandra.stop()
+
+
+async def serve(settings: SigningSettings) -> None:
+    log = configure_logging("signing", settings.log_level, settings.log_format)
+    serve_metrics(settings.metrics_port)
+    app = SigningApp(settings)
+    await app.start()
+    log.info("signing serving", address=settings.grpc_address, port=app.server.port)
+    await wait_for_termination_signal()
+    log.info("signing stopping")
+    await app.stop()
+
+
+def main() -> None:
+    asyncio.run(serve(SigningSettings()))

@@ -1,0 +1,1 @@
+"""Tally: counts each person once per petition and serves the counts."""

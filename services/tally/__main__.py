@@ -1,0 +1,3 @@
+from services.tally.server import main
+
+main()

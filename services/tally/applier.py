@@ -1,0 +1,160 @@
+"""Applies one partition's batch of signature events: archive in Cassandra,
+then count in Redis. Only after both may the consumer commit the offsets.
+
+A message that cannot be decoded, or lacks the fields every signature needs,
+goes to the dead-letter topic with the reason; it never stops the partition.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import Counter, Histogram
+
+from petitions.v1 import events_pb2, identity_pb2
+from services.tally.archive import InvalidationRow, SignatureArchive, SignatureRow
+from services.tally.counters import ACCEPT, INVALIDATE, CountedEvent, ShardedCounters
+
+log = structlog.get_logger()
+
+APPLIED = Counter("petitions_tally_messages_applied_total", "Signature-log messages applied.", ["kind"])
+DEAD_LETTERED = Counter("petitions_tally_dead_letters_total", "Messages sent to the dead-letter topic.")
+BATCH_SECONDS = Histogram(
+    "petitions_tally_batch_seconds",
+    "Time to apply one partition's batch (Cassandra and Redis).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+_METHOD_NAMES = {
+    identity_pb2.VERIFICATION_METHOD_OIDC: "oidc",
+    identity_pb2.VERIFICATION_METHOD_EMAIL: "email",
+}
+
+
+@dataclass(frozen=True)
+class LogMessage:
+    """What the applier needs of a Kafka record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Malformed(Exception):
+    pass
+
+
+def decode(message: LogMessage) -> events_pb2.SignatureEvent:
+    if message.value is None:
+        raise Malformed("empty message value")
+    event = events_pb2.SignatureEvent()
+    try:
+        event.ParseFromString(message.value)
+    except DecodeError as error:
+        raise Malformed(f"not a SignatureEvent: {error}") from None
+    kind = event.WhichOneof("event")
+    if kind == "accepted":
+        if not event.accepted.petition_id or not event.accepted.signer or not event.accepted.signature_id:
+            raise Malformed("accepted signature without petition_id, signer or signature_id")
+    elif kind == "invalidated":
+        if not event.invalidated.petition_id or not event.invalidated.signer:
+            raise Malformed("invalidation without petition_id or signer")
+    else:
+        raise Malformed("SignatureEvent carries no known event")
+    return event
+
+
+class BatchApplier:
+    def __init__(
+        self,
+        archive: SignatureArchive,
+        counters: ShardedCounters,
+        dead_letters: AIOKafkaProducer,
+        dead_letter_topic: str,
+    ):
+        self._archive = archive
+        self._counters = counters
+        self._dead_letters = dead_letters
+        self._dead_letter_topic = dead_letter_topic
+
+    async def apply(self, partition: int, messages: Sequence[LogMessage]) -> None:
+        started = time.perf_counter()
+        rows: list[SignatureRow] = []
+        counted: list[CountedEvent] = []
+        invalidations: list[InvalidationRow] = []
+        for message in messages:
+            try:
+                event = decode(message)
+            except Malformed as error:
+                await self._dead_letter(message, str(error))
+                continue
+            if event.HasField("accepted"):
+                accepted = event.accepted
+                rows.append(
+                    SignatureRow(
+                        petition_id=accepted.petition_id,
+                        shard=partition,
+                        signer=accepted.signer,
+                        signature_id=accepted.signature_id,
+                        method=_METHOD_NAMES.get(accepted.method, ""),
+                        country=accepted.country,
+                        territory=accepted.territory,
+                        signed_at=accepted.signed_at.ToNanoseconds() / 1e9,
+                        ip_hash=accepted.ip_hash,
+                        offset=message.offset,
+                    )
+                )
+                counted.append(
+                    CountedEvent(
+                        message.offset,
+                        ACCEPT,
+                        accepted.petition_id,
+                        accepted.signer,
+                        accepted.territory,
+                        accepted.country,
+                    )
+                )
+            else:
+                invalidated = event.invalidated
+                invalidations.append(
+                    InvalidationRow(
+                        invalidated.petition_id,
+                        partition,
+                        invalidated.signer,
+                        invalidated.reason,
+                        invalidated.invalidated_at.ToNanoseconds() / 1e9 or time.time(),
+                    )
+                )
+                counted.append(
+                    CountedEvent(message.offset, INVALIDATE, invalidated.petition_id, invalidated.signer, "", "")
+                )
+        # Cassandra first: a signature is counted only once it is on record.
+        await self._archive.store(rows, invalidations)
+        await self._counters.apply(partition, messages[-1].offset, counted)
+        for item in counted:
+            APPLIED.labels("accepted" if item.kind == ACCEPT else "invalidated").inc()
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _dead_letter(self, message: LogMessage, reason: str) -> None:
+        now = Timestamp()
+        now.GetCurrentTime()
+        letter = events_pb2.DeadLetter(
+            source_topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key or b"",
+            value=message.value or b"",
+            reason=reason,
+            dead_lettered_at=now,
+        )
+        await self._dead_letters.send_and_wait(self._dead_letter_topic, letter.SerializeToString(), key=message.key)
+        DEAD_LETTERED.inc()
+        log.warning("dead-lettered", partition=message.partition, offset=message.offset, reason=reason)

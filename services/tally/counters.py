@@ -1,0 +1,126 @@
+"""The petition counters in Redis, applied exactly once per Kafka message.
+
+Each Kafka partition owns its own shard of every petition's counters, plus
+the set of signers it has counted and the last offset it applied. A batch of
+one partition is applied by one Lua script, atomically: offsets at or below
+the applied one are skipped, so a batch replayed after a crash or a
+rebalance changes nothing. All keys of a shard share a hash tag, so the
+script also runs on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+ACCEPT = "a"
+INVALIDATE = "i"
+
+# ARGV[1] = number of events; then five values per event: offset, kind,
+# signer, territory, country. KEYS[1] is the shard's applied offset, then
+# two keys per event: the petition's signer hash and its counter hash.
+# A signer hash value is "territory\tcountry"; a leading "!" marks an
+# invalidated signature, which never counts again.
+_APPLY = """
+local applied = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local last = applied
+local counted = 0
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do
+  local a = 2 + i * 5
+  local offset = tonumber(ARGV[a])
+  if offset > applied then
+    local kind, signer, territory, country = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+    local signers, counts = KEYS[2 + i * 2], KEYS[3 + i * 2]
+    if kind == 'a' then
+      if redis.call('HSETNX', signers, signer, territory .. '\\t' .. country) == 1 then
+        redis.call('HINCRBY', counts, 'total', 1)
+        if territory ~= '' then redis.call('HINCRBY', counts, 't:' .. territory, 1) end
+        if country ~= '' then redis.call('HINCRBY', counts, 'c:' .. country, 1) end
+        counted = counted + 1
+      end
+    elseif kind == 'i' then
+      local previous = redis.call('HGET', signers, signer)
+      if not previous then
+        redis.call('HSET', signers, signer, '!')
+      elseif string.sub(previous, 1, 1) ~= '!' then
+        redis.call('HSET', signers, signer, '!' .. previous)
+        local tab = string.find(previous, '\\t', 1, true)
+        local t, c = string.sub(previous, 1, tab - 1), string.sub(previous, tab + 1)
+        redis.call('HINCRBY', counts, 'total', -1)
+        if t ~= '' then redis.call('HINCRBY', counts, 't:' .. t, -1) end
+        if c ~= '' then redis.call('HINCRBY', counts, 'c:' .. c, -1) end
+        counted = counted - 1
+      end
+    end
+    if offset > last then last = offset end
+  end
+end
+if last > applied then redis.call('SET', KEYS[1], last) end
+return counted
+"""
+
+
+@dataclass(frozen=True)
+class CountedEvent:
+    offset: int
+    kind: str
+    petition_id: str
+    signer: str
+    territory: str
+    country: str
+
+
+@dataclass(frozen=True)
+class Totals:
+    total: int
+    by_territory: dict[str, int]
+    by_country: dict[str, int]
+
+
+class ShardedCounters:
+    def __init__(self, redis: aioredis.Redis, topic: str):
+        self._redis = redis
+        self._topic = topic
+        self._apply = redis.register_script(_APPLY)
+
+    def _shard(self, partition: int) -> str:
+        return f"tally:{{{self._topic}:{partition}}}"
+
+    async def apply(self, partition: int, last_offset: int, events: Sequence[CountedEvent]) -> int:
+        """Applies one partition's batch; returns the change in the count.
+
+        last_offset is the batch's last offset, recorded even when the batch
+        held nothing countable (e.g. only dead letters)."""
+        shard = self._shard(partition)
+        keys = [f"{shard}:applied"]
+        args: list[str | int] = [len(events) + 1]
+        for event in events:
+            keys += [f"{shard}:signers:{event.petition_id}", f"{shard}:counts:{event.petition_id}"]
+            args += [event.offset, event.kind, event.signer, event.territory, event.country]
+        # A final no-op entry moves the applied offset to the batch's end.
+        keys += [f"{shard}:signers:", f"{shard}:counts:"]
+        args += [last_offset, "noop", "", "", ""]
+        return int(await self._apply(keys=keys, args=args))
+
+    async def applied_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The last applied offset of each partition (-1 when none)."""
+        values = await self._redis.mget([f"{self._shard(p)}:applied" for p in partitions])
+        return {p: int(v) if v is not None else -1 for p, v in zip(partitions, values, strict=True)}
+
+    async def totals(self, petition_id: str, partitions: Sequence[int]) -> Totals:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                pipe.hgetall(f"{self._shard(partition)}:counts:{petition_id}")
+            shards = await pipe.execute()
+        summed: Counter[str] = Counter()
+        for shard in shards:
+            summed.update({field.decode(): int(value) for field, value in shard.items()})
+        return Totals(
+            total=summed.pop("total", 0),
+            by_territory={k[2:]: v for k, v in summed.items() if k.startswith("t:") and v},
+            by_country={k[2:]: v for k, v in summed.items() if k.startswith("c:") and v},
+        )

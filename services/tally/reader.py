@@ -1,0 +1,61 @@
+"""Reads a petition's tally: the sum of its shards, and how far behind the
+log the counts are."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from servicekit.errors import DomainError, ErrorKind, invalid
+from services.catalogue.cache import CachedCatalogue
+from services.catalogue.model import PETITION_ID, PETITION_ID_RULE
+from services.tally.counters import ShardedCounters, Totals
+
+EndOffsets = Callable[[Sequence[int]], Awaitable[dict[int, int]]]
+
+
+@dataclass(frozen=True)
+class TallySnapshot:
+    petition_id: str
+    totals: Totals
+    as_of: float
+    lag_messages: int
+
+
+class TallyReader:
+    def __init__(
+        self,
+        counters: ShardedCounters,
+        catalogue: CachedCatalogue,
+        partitions: Callable[[], Sequence[int]],
+        end_offsets: EndOffsets,
+        lag_cache_seconds: float,
+    ):
+        self._counters = counters
+        self._catalogue = catalogue
+        self._partitions = partitions
+        self._end_offsets = end_offsets
+        self._lag_cache_seconds = lag_cache_seconds
+        self._lag: tuple[float, int] = (0.0, 0)
+
+    async def read(self, petition_id: str) -> TallySnapshot:
+        if not PETITION_ID.match(petition_id):
+            raise invalid("petition_id", PETITION_ID_RULE)
+        if await self._catalogue.get(petition_id) is None:
+            raise DomainError(ErrorKind.NOT_FOUND, "PETITION_NOT_FOUND", f"petition {petition_id!r} does not exist")
+        partitions = self._partitions()
+        totals = await self._counters.totals(petition_id, partitions)
+        return TallySnapshot(petition_id, totals, time.time(), await self._lag_messages(partitions))
+
+    async def _lag_messages(self, partitions: Sequence[int]) -> int:
+        """Messages in the log not yet applied, over all partitions; cached
+        briefly because it costs a broker round trip."""
+        read_at, lag = self._lag
+        if time.monotonic() - read_at < self._lag_cache_seconds:
+            return lag
+        ends = await self._end_offsets(partitions)
+        applied = await self._counters.applied_offsets(partitions)
+        lag = sum(max(0, ends[p] - (applied[p] + 1)) for p in partitions)
+        self._lag = (time.monotonic(), lag)
+        return lag

@@ -1,0 +1,149 @@
+"""Tally's gRPC wiring and its consume loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from petitions.v1 import tally_pb2, tally_pb2_grpc
+from servicekit.errors import not_yet_available
+from servicekit.grpc_server import ServiceServer
+from servicekit.lifecycle import wait_for_termination_signal
+from servicekit.logs import configure_logging
+from servicekit.metrics_http import serve_metrics
+from servicekit.stores import CassandraSession, idempotent_producer, redis_client
+from services.catalogue.cache import CachedCatalogue
+from services.catalogue.messages import timestamp
+from services.catalogue.store import PetitionStore
+from services.tally.applier import BatchApplier
+from services.tally.archive import SignatureArchive
+from services.tally.consumer import SignatureConsumer
+from services.tally.counters import ShardedCounters
+from services.tally.reader import TallyReader, TallySnapshot
+from services.tally.settings import TallySettings
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class TallyServicer(tally_pb2_grpc.TallyServicer):
+    def __init__(self, reader: TallyReader):
+        self._reader = reader
+
+    async def GetTally(self, request: tally_pb2.GetTallyRequest, context: Context) -> tally_pb2.PetitionTally:
+        return tally_message(await self._reader.read(request.petition_id))
+
+    async def WatchTally(
+        self, request: tally_pb2.WatchTallyRequest, context: Context
+    ) -> AsyncIterator[tally_pb2.PetitionTally]:
+        raise not_yet_available("WatchTally")
+        yield  # makes this an async generator, as a streaming handler must be
+
+
+def tally_message(snapshot: TallySnapshot) -> tally_pb2.PetitionTally:
+    return tally_pb2.PetitionTally(
+        petition_id=snapshot.petition_id,
+        total=snapshot.totals.total,
+        by_territory=snapshot.totals.by_territory,
+        by_country=snapshot.totals.by_country,
+        as_of=timestamp(snapshot.as_of),
+        lag_messages=snapshot.lag_messages,
+    )
+
+
+class TallyApp:
+    """Everything tally runs, with one start/stop pair."""
+
+    def __init__(self, settings: TallySettings):
+        self.settings = settings
+        topic = settings.signatures_topic
+        self.redis = redis_client(settings)
+        self.cassandra = CassandraSession(settings, keyspace=settings.keyspace)
+        self.producer = idempotent_producer(settings)
+        self.consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=settings.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        self.store = PetitionStore(self.cassandra)
+        self.archive = SignatureArchive(self.cassandra, settings.cassandra_write_concurrency)
+        counters = ShardedCounters(self.redis, topic)
+        applier = BatchApplier(self.archive, counters, self.producer, settings.dead_letter_topic)
+        self.loop = SignatureConsumer(self.consumer, applier, settings.max_batch_messages, settings.poll_timeout_ms)
+        reader = TallyReader(
+            counters,
+            CachedCatalogue(self.store, settings.catalogue_cache_seconds),
+            self._partitions,
+            self._end_offsets,
+            settings.lag_cache_seconds,
+        )
+        self.server = ServiceServer([tally_pb2.DESCRIPTOR.services_by_name["Tally"].full_name], settings.grpc_address)
+        tally_pb2_grpc.add_TallyServicer_to_server(TallyServicer(reader), self.server.server)
+        self._consuming: asyncio.Task[None] | None = None
+
+    def _partitions(self) -> Sequence[int]:
+        known = self.consumer.partitions_for_topic(self.settings.signatures_topic)
+        return sorted(known) if known else list(range(self.settings.signature_partitions))
+
+    async def _end_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
+        topic = self.settings.signatures_topic
+        ends = await self.consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    async def start(self) -> None:
+        await self.cassandra.start()
+        self.store.prepare()
+        self.archive.prepare()
+        await self.redis.ping()
+        await self.producer.start()
+        await self.consumer.start()
+        self._consuming = asyncio.create_task(self.loop.run(), name="consume-signatures")
+        await self.server.start()
+
+    async def until_consume_loop_dies(self) -> BaseException | None:
+        assert self._consuming is not None, "start() first"
+        await asyncio.wait([self._consuming])
+        return None if self._consuming.cancelled() else self._consuming.exception()
+
+    async def stop(self) -> None:
+        await self.server.stop(self.settings.grace_seconds)
+        if self._consuming is not None:
+            self._consuming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._consuming
+        await self.consumer.stop()
+        await self.producer.stop()
+        await self.redis.aclose()
+        await self.cassandra.stop()
+
+
+async def serve(settings: TallySettings) -> None:
+    log = configure_logging("tally", settings.log_level, settings.log_format)
+    serve_metrics(settings.metrics_port)
+    app = TallyApp(settings)
+    await app.start()
+    log.info("tally serving", address=settings.grpc_address, port=app.server.port)
+    signalled = asyncio.create_task(wait_for_termination_signal())
+    loop_died = asyncio.create_task(app.until_consume_loop_dies())
+    await asyncio.wait([signalled, loop_died], return_when=asyncio.FIRST_COMPLETED)
+    if loop_died.done():
+        # A consume loop that died of an unexpected error must not leave a
+        # process that looks healthy but counts nothing: exit, and let the
+        # supervisor restart it (the log replays from the last commit).
+        log.critical("consume loop died", error=repr(loop_died.result()))
+        await app.stop()
+        raise SystemExit(70)
+    log.info("tally stopping")
+    loop_died.cancel()
+    await app.stop()
+
+
+def main() -> None:
+    asyncio.run(serve(TallySettings()))
