@@ -1,0 +1,193 @@
+"""`petitions`: the operator's command line.
+
+petitions dev-secrets            create local secret files (once)
+petitions migrate                create keyspace, tables and topics
+petitions create-petition ...    create (and open) a petition
+petitions dev-sign --persona X   sign as a dev persona, end to end
+petitions tally PETITION         print a petition's tally
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+
+import aiohttp
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from petitions.v1 import (
+    identity_pb2,
+    identity_pb2_grpc,
+    petition_pb2,
+    signing_pb2,
+    signing_pb2_grpc,
+    tally_pb2,
+    tally_pb2_grpc,
+)
+from servicekit.settings import CommonSettings
+from services.dev_secrets import ensure_dev_secrets
+from services.identity.settings import DEV_ISSUER
+from services.migrations import migrate
+from services.signing.server import ADMIN_TOKEN_FILE
+
+
+class CliSettings(CommonSettings):
+    identity_address: str = "127.0.0.1:50061"
+    signing_address: str = "127.0.0.1:50062"
+    tally_address: str = "127.0.0.1:50063"
+    devidp_url: str = DEV_ISSUER.issuer
+    devidp_audience: str = DEV_ISSUER.audience
+
+
+def _print(message: object) -> None:
+    print(json.dumps(message, indent=2, sort_keys=True))
+
+
+def _as_dict(message: object) -> dict[str, object]:
+    converted: dict[str, object] = MessageToDict(message, preserving_proto_field_name=True)  # type: ignore[arg-type]
+    return converted
+
+
+async def _create_petition(settings: CliSettings, options: argparse.Namespace) -> int:
+    thresholds = []
+    for spec in options.threshold:
+        identifier, signatures, *label = spec.split(":", 2)
+        thresholds.append(
+            petition_pb2.Threshold(id=identifier, signatures=int(signatures), label=label[0] if label else identifier)
+        )
+    token = settings.read_secret(ADMIN_TOKEN_FILE).decode()
+    async with grpc.aio.insecure_channel(settings.signing_address) as channel:
+        stub = signing_pb2_grpc.SigningStub(channel)
+        try:
+            petition = await stub.CreatePetition(
+                signing_pb2.CreatePetitionRequest(
+                    id=options.id,
+                    title=options.title,
+                    text=options.text,
+                    thresholds=thresholds,
+                    open=not options.draft,
+                ),
+                metadata=[("authorization", f"Bearer {token}")],
+                timeout=30,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.ALREADY_EXISTS and options.exist_ok:
+                print(f"petition {options.id} already exists")
+                return 0
+            raise
+    _print(_as_dict(petition))
+    return 0
+
+
+async def _dev_id_token(settings: CliSettings, options: argparse.Namespace) -> str:
+    body = {
+        "persona": options.persona,
+        "audience": settings.devidp_audience,
+        "country": options.country,
+        "territory": options.territory,
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{settings.devidp_url}/dev/id-token", json=body) as response,
+    ):
+        response.raise_for_status()
+        return str((await response.json())["id_token"])
+
+
+async def _dev_sign(settings: CliSettings, options: argparse.Namespace) -> int:
+    id_token = await _dev_id_token(settings, options)
+    async with (
+        grpc.aio.insecure_channel(settings.identity_address) as identity_channel,
+        grpc.aio.insecure_channel(settings.signing_address) as signing_channel,
+    ):
+        credential = await identity_pb2_grpc.IdentityStub(identity_channel).ExchangeIdToken(
+            identity_pb2.ExchangeIdTokenRequest(id_token=id_token), timeout=10
+        )
+        receipt = await signing_pb2_grpc.SigningStub(signing_channel).Sign(
+            signing_pb2.SignRequest(
+                credential=credential.token,
+                petition_id=options.petition,
+                idempotency_key=options.idempotency_key or uuid.uuid4().hex,
+                client_ip="127.0.0.1",
+            ),
+            timeout=15,
+        )
+    _print({"signer": credential.claims.signer, "receipt": _as_dict(receipt)})
+    return 0
+
+
+async def _tally(settings: CliSettings, options: argparse.Namespace) -> int:
+    async with grpc.aio.insecure_channel(settings.tally_address) as channel:
+        tally = await tally_pb2_grpc.TallyStub(channel).GetTally(
+            tally_pb2.GetTallyRequest(petition_id=options.petition), timeout=10
+        )
+    _print(_as_dict(tally))
+    return 0
+
+
+async def _migrate(settings: CliSettings, options: argparse.Namespace) -> int:
+    created = await migrate(settings)
+    print(f"schema ready in keyspace {settings.keyspace}; topics created: {', '.join(created) or 'none'}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="petitions", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("dev-secrets", help="create missing local secret files")
+    commands.add_parser("migrate", help="create keyspace, tables and topics (idempotent)")
+
+    create = commands.add_parser("create-petition", help="create a petition (open unless --draft)")
+    create.add_argument("--id", default="")
+    create.add_argument("--title", required=True)
+    create.add_argument("--text", default="")
+    create.add_argument(
+        "--threshold", action="append", default=[], metavar="ID:SIGNATURES[:LABEL]", help="may be repeated"
+    )
+    create.add_argument("--draft", action="store_true")
+    create.add_argument("--exist-ok", action="store_true", help="succeed if the id is taken")
+
+    sign = commands.add_parser("dev-sign", help="sign as a dev persona through identity and signing")
+    sign.add_argument("--persona", required=True)
+    sign.add_argument("--petition", default="demo")
+    sign.add_argument("--country", default="FR")
+    sign.add_argument("--territory", default="75")
+    sign.add_argument("--idempotency-key", default="")
+
+    tally = commands.add_parser("tally", help="print a petition's tally")
+    tally.add_argument("petition", nargs="?", default="demo")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = _parser().parse_args(argv)
+    settings = CliSettings()
+    if options.command == "dev-secrets":
+        created = ensure_dev_secrets(settings.secrets_dir)
+        print(f"secrets in {settings.secrets_dir}: created {len(created)}")
+        return 0
+    handlers = {
+        "migrate": _migrate,
+        "create-petition": _create_petition,
+        "dev-sign": _dev_sign,
+        "tally": _tally,
+    }
+    try:
+        return asyncio.run(handlers[options.command](settings, options))
+    except grpc.aio.AioRpcError as error:
+        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    except aiohttp.ClientError as error:
+        print(f"error: dev identity provider at {settings.devidp_url}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Session fixtures: the real local stack, and the project's services
+started as processes in a namespace of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from aiokafka.admin import AIOKafkaAdminClient
+from cassandra.cluster import Cluster
+
+from servicekit.settings import CommonSettings
+from tests.harness import REPO, Namespace, ServiceProcess, free_port, run_cli, start_service, wait_http, wait_serving
+from tests.system import SystemClient
+
+# Redis database for test sessions; the developer's system uses database 0.
+TEST_REDIS_DB = 1
+
+SERVICES = {
+    "identity": "services.identity",
+    "signing": "services.signing",
+    "tally": "services.tally",
+}
+
+
+@pytest.fixture(scope="session")
+def stack() -> CommonSettings:
+    """The local stack, started if it is not running (idempotent)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.local.stack", "up"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"the local stack did not start:\n{result.stdout}\n{result.stderr}")
+    return CommonSettings()
+
+
+@pytest.fixture(scope="session")
+def namespace(stack: CommonSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Namespace]:
+    namespace = Namespace(tmp_path_factory.mktemp("system"), uuid.uuid4().hex[:8], TEST_REDIS_DB)
+    for name in ("devidp", "identity", "signing", "tally", "identity-metrics", "signing-metrics", "tally-metrics"):
+        namespace.ports[name] = free_port()
+    redis_db = redis.Redis.from_url(namespace.env(stack)["PETITIONS_REDIS_URL"])
+    redis_db.flushdb()
+    yield namespace
+    redis_db.flushdb()
+    redis_db.close()
+    _drop_namespace(stack, namespace)
+
+
+def _drop_namespace(stack: CommonSettings, namespace: Namespace) -> None:
+    cluster = Cluster(list(stack.cassandra_hosts), port=stack.cassandra_port, protocol_version=5)
+    try:
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {namespace.keyspace}", timeout=60)
+    finally:
+        cluster.shutdown()
+
+    async def delete_topics() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+        await admin.start()
+        try:
+            names = [t for t in await admin.list_topics() if t.startswith(namespace.topic_prefix)]
+            if names:
+                await admin.delete_topics(names)
+        finally:
+            await admin.close()
+
+    asyncio.run(delete_topics())
+
+
+@pytest.fixture(scope="session")
+def system(stack: CommonSettings, namespace: Namespace) -> Iterator[SystemClient]:
+    env = namespace.env(stack)
+    logs = namespace.work_dir / "logs"
+    logs.mkdir()
+    for command in (["dev-secrets"], ["migrate"]):
+        result = run_cli(env, *command)
+        assert result.returncode == 0, f"petitions {command[0]} failed:\n{result.stdout}\n{result.stderr}"
+    processes: list[ServiceProcess] = []
+    try:
+        devidp = start_service(
+            "devidp",
+            "services.devidp",
+            ["--port", str(namespace.ports["devidp"]), "--secrets-dir", str(namespace.secrets_dir)],
+            env,
+            {},
+            logs,
+        )
+        processes.append(devidp)
+        wait_http(devidp, namespace.ports["devidp"])
+        for name, module in SERVICES.items():
+            service = start_service(
+                name,
+                module,
+                [],
+                env,
+                {
+                    "PETITIONS_GRPC_ADDRESS": namespace.address(name),
+                    "PETITIONS_METRICS_PORT": str(namespace.ports[f"{name}-metrics"]),
+                },
+                logs,
+            )
+            processes.append(service)
+            wait_serving(service, namespace.address(name))
+        admin_token = (namespace.secrets_dir / "admin-token").read_text().strip()
+        client = SystemClient(namespace, stack, admin_token)
+        yield client
+        client.close()
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        _keep_logs(logs)
+
+
+def _keep_logs(logs: Path) -> None:
+    """Copies the services' logs where CI keeps artefacts."""
+    target = REPO / "test-artifacts" / "logs"
+    target.mkdir(parents=True, exist_ok=True)
+    for log in logs.glob("*.log"):
+        (target / log.name).write_bytes(log.read_bytes())

@@ -1,0 +1,166 @@
+"""Runs the project's services as real processes for the tests, each test
+session in its own namespace (keyspace, topic prefix, Redis database,
+secrets, ports) on the shared local stack, so a run never sees another
+run's data and leaves the developer's own system alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from servicekit.settings import CommonSettings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@dataclass
+class Namespace:
+    """Where one test session's system lives."""
+
+    work_dir: Path
+    suffix: str
+    redis_db: int
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def keyspace(self) -> str:
+        return f"petitions_test_{self.suffix}"
+
+    @property
+    def topic_prefix(self) -> str:
+        return f"test-{self.suffix}-"
+
+    @property
+    def consumer_group(self) -> str:
+        return f"{self.topic_prefix}tally"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.work_dir / "secrets"
+
+    @property
+    def devidp_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['devidp']}"
+
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{self.ports[service]}"
+
+    def env(self, stack: CommonSettings) -> dict[str, str]:
+        """The environment every service and CLI call of this namespace gets."""
+        redis_base = stack.redis_url.rsplit("/", 1)[0]
+        issuer = {"issuer": self.devidp_url, "audience": "petitions-test", "mode": "anonymous"}
+        return {
+            **os.environ,
+            "PETITIONS_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+            "PETITIONS_CASSANDRA_PORT": str(stack.cassandra_port),
+            "PETITIONS_REDIS_URL": f"{redis_base}/{self.redis_db}",
+            "PETITIONS_KEYSPACE": self.keyspace,
+            "PETITIONS_TOPIC_PREFIX": self.topic_prefix,
+            "PETITIONS_CONSUMER_GROUP": self.consumer_group,
+            "PETITIONS_SECRETS_DIR": str(self.secrets_dir),
+            "PETITIONS_OIDC_ISSUERS": json.dumps([issuer]),
+            "PETITIONS_IDENTITY_ADDRESS": self.address("identity"),
+            "PETITIONS_SIGNING_ADDRESS": self.address("signing"),
+            "PETITIONS_TALLY_ADDRESS": self.address("tally"),
+            "PETITIONS_DEVIDP_URL": self.devidp_url,
+            "PETITIONS_DEVIDP_AUDIENCE": "petitions-test",
+            "PETITIONS_LOG_FORMAT": "console",
+        }
+
+
+def run_cli(env: Mapping[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        cwd=REPO,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_service(
+    name: str, module: str, args: list[str], env: Mapping[str, str], extra_env: Mapping[str, str], log_dir: Path
+) -> ServiceProcess:
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=REPO,
+            env={**env, **extra_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return ServiceProcess(name, process, log_path)
+
+
+def wait_serving(service: ServiceProcess, address: str, timeout: float = 60.0) -> None:
+    """Waits until the service's gRPC health check says SERVING."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if service.process.poll() is not None:
+                raise RuntimeError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
+            except grpc.RpcError:
+                status = health_pb2.HealthCheckResponse.UNKNOWN
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                return
+            time.sleep(0.2)
+    raise RuntimeError(f"{service.name} not serving on {address} after {timeout:g} s:\n{service.log_tail()}")
+
+
+def wait_http(service: ServiceProcess, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            raise RuntimeError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{service.name} not listening on {port}:\n{service.log_tail()}")

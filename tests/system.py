@@ -1,0 +1,207 @@
+"""A client for the whole system under test: every call goes through the
+public interfaces (the dev provider's HTTP, the services' gRPC) or reads the
+real stores, as an auditor would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from cassandra.cluster import Cluster, Session
+
+from petitions.v1 import (
+    events_pb2,
+    identity_pb2,
+    identity_pb2_grpc,
+    petition_pb2,
+    signing_pb2,
+    signing_pb2_grpc,
+    tally_pb2,
+    tally_pb2_grpc,
+)
+from servicekit.settings import CommonSettings
+from tests.harness import Namespace
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+
+
+class SystemClient:
+    def __init__(self, namespace: Namespace, stack: CommonSettings, admin_token: str):
+        self.namespace = namespace
+        self.stack = stack
+        self.admin_token = admin_token
+        self.channels = {
+            name: grpc.insecure_channel(namespace.address(name)) for name in ("identity", "signing", "tally")
+        }
+        self.identity = identity_pb2_grpc.IdentityStub(self.channels["identity"])
+        self.signing = signing_pb2_grpc.SigningStub(self.channels["signing"])
+        self.tally = tally_pb2_grpc.TallyStub(self.channels["tally"])
+        self._cluster = Cluster(list(stack.cassandra_hosts), port=stack.cassandra_port, protocol_version=5)
+        self.cassandra: Session = self._cluster.connect(namespace.keyspace)
+        self._personas: dict[str, tuple[str, str, str]] = {}
+
+    def close(self) -> None:
+        for channel in self.channels.values():
+            channel.close()
+        self._cluster.shutdown()
+
+    @property
+    def signatures_topic(self) -> str:
+        return f"{self.namespace.topic_prefix}signatures"
+
+    # identity
+
+    def id_token(self, persona: str, country: str = "FR", territory: str = "75", audience: str = "") -> str:
+        body = json.dumps(
+            {
+                "persona": persona,
+                "audience": audience or "petitions-test",
+                "country": country,
+                "territory": territory,
+            }
+        ).encode()
+        request = urllib.request.Request(
+            f"{self.namespace.devidp_url}/dev/id-token", body, {"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return str(json.load(response)["id_token"])
+
+    def credential(self, persona: str, country: str = "FR", territory: str = "75") -> identity_pb2.SignerCredential:
+        reply: identity_pb2.SignerCredential = self.identity.ExchangeIdToken(
+            identity_pb2.ExchangeIdTokenRequest(id_token=self.id_token(persona, country, territory)), timeout=10
+        )
+        self._personas[reply.claims.signer] = (persona, country, territory)
+        return reply
+
+    def credential_for_same(self, credential: identity_pb2.SignerCredential) -> identity_pb2.SignerCredential:
+        """A fresh credential for the person who holds `credential`."""
+        persona = self._personas[credential.claims.signer]
+        return self.credential(*persona)
+
+    # signing
+
+    def admin(self) -> tuple[tuple[str, str | bytes], ...]:
+        return (("authorization", f"Bearer {self.admin_token}"),)
+
+    def create_petition(
+        self, title: str = "A petition", *, open_now: bool = True, **fields: Any
+    ) -> petition_pb2.Petition:
+        petition_id = fields.pop("id", f"t-{uuid.uuid4().hex[:12]}")
+        reply: petition_pb2.Petition = self.signing.CreatePetition(
+            signing_pb2.CreatePetitionRequest(id=petition_id, title=title, open=open_now, **fields),
+            metadata=self.admin(),
+            timeout=30,
+        )
+        return reply
+
+    def sign(self, credential: str, petition_id: str, idempotency_key: str = "") -> signing_pb2.SignResponse:
+        reply: signing_pb2.SignResponse = self.signing.Sign(
+            signing_pb2.SignRequest(
+                credential=credential,
+                petition_id=petition_id,
+                idempotency_key=idempotency_key or uuid.uuid4().hex,
+                client_ip="192.0.2.10",
+            ),
+            timeout=30,
+        )
+        return reply
+
+    # tally
+
+    def get_tally(self, petition_id: str) -> tally_pb2.PetitionTally:
+        reply: tally_pb2.PetitionTally = self.tally.GetTally(
+            tally_pb2.GetTallyRequest(petition_id=petition_id), timeout=10
+        )
+        return reply
+
+    def settled_tally(self, petition_id: str, timeout: float = 60.0) -> tally_pb2.PetitionTally:
+        """The tally once every message in the log has been applied."""
+        deadline = time.monotonic() + timeout
+        while True:
+            tally = self.get_tally(petition_id)
+            if tally.lag_messages == 0 and self.applied_everything():
+                return tally
+            if time.monotonic() > deadline:
+                raise AssertionError(f"tally still {tally.lag_messages} messages behind after {timeout:g} s")
+            time.sleep(0.2)
+
+    def applied_everything(self) -> bool:
+        """True when the tally's consumer group has committed every message."""
+        ends = self.end_offsets()
+        committed = asyncio.run(self._committed_offsets(list(ends)))
+        return all(committed.get(p, 0) >= end for p, end in ends.items())
+
+    # Kafka, read directly
+
+    def end_offsets(self) -> dict[int, int]:
+        return asyncio.run(self._end_offsets())
+
+    async def _end_offsets(self) -> dict[int, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.stack.kafka_bootstrap)
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(self.signatures_topic) or set()
+            if not partitions:
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(self.signatures_topic) or set()
+            ends = await consumer.end_offsets([TopicPartition(self.signatures_topic, p) for p in partitions])
+            return {tp.partition: offset for tp, offset in ends.items()}
+        finally:
+            await consumer.stop()
+
+    async def _committed_offsets(self, partitions: list[int]) -> dict[int, int]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.stack.kafka_bootstrap,
+            group_id=self.namespace.consumer_group,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            result = {}
+            for partition in partitions:
+                committed = await consumer.committed(TopicPartition(self.signatures_topic, partition))
+                result[partition] = committed if committed is not None else 0
+            return result
+        finally:
+            await consumer.stop()
+
+    def read_record(self, partition: int, offset: int) -> KafkaRecord:
+        return asyncio.run(self._read_record(partition, offset))
+
+    async def _read_record(self, partition: int, offset: int) -> KafkaRecord:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.stack.kafka_bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(self.signatures_topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, offset)
+            record = await asyncio.wait_for(consumer.getone(tp), 20)
+            return KafkaRecord(record.partition, record.offset, record.key or b"", record.value or b"")
+        finally:
+            await consumer.stop()
+
+    def publish_raw(self, key: bytes, event: events_pb2.SignatureEvent) -> None:
+        """Puts an event straight on the log, as a retrying or replaying
+        producer would, bypassing signing's checks."""
+        asyncio.run(self._publish_raw(key, event.SerializeToString()))
+
+    async def _publish_raw(self, key: bytes, value: bytes) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.stack.kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(self.signatures_topic, value, key=key)
+        finally:
+            await producer.stop()

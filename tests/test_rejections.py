@@ -1,0 +1,157 @@
+"""Bad requests get a precise status and reason, and change nothing: no
+event reaches Kafka, no count moves."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from petitions.v1 import identity_pb2, signing_pb2, tally_pb2
+from servicekit import signer_credential
+from servicekit.signer_credential import SignerClaims
+from tests.system import SystemClient
+
+pytestmark = pytest.mark.stack
+
+
+def rejection(call: grpc.RpcError) -> tuple[grpc.StatusCode, str, list[str]]:
+    """The status code, ErrorInfo reason and BadRequest fields of a failed call."""
+    assert isinstance(call, grpc.Call)
+    status = rpc_status.from_call(call)
+    reason, fields = "", []
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = [v.field for v in bad.field_violations]
+    return call.code(), reason, fields
+
+
+@pytest.fixture
+def nothing_published(system: SystemClient) -> Iterator[None]:
+    before = system.end_offsets()
+    yield
+    assert system.end_offsets() == before, "a rejected request published to Kafka"
+
+
+def sign_rejected(system: SystemClient, credential: str, petition_id: str) -> tuple[grpc.StatusCode, str, list[str]]:
+    with pytest.raises(grpc.RpcError) as raised:
+        system.sign(credential, petition_id)
+    return rejection(raised.value)
+
+
+def own_credential(system: SystemClient, key: ed25519.Ed25519PrivateKey, *, issued_ago: float, ttl: int) -> str:
+    claims = SignerClaims(
+        signer=uuid.uuid4().hex, method="oidc", assurance_level="dev", country="FR", territory="75", adult=True
+    )
+    token, _ = signer_credential.issue(key, claims, ttl, now=time.time() - issued_ago)
+    return token
+
+
+def identity_key(system: SystemClient) -> ed25519.Ed25519PrivateKey:
+    path = next((system.namespace.secrets_dir / "identity-keys").glob("*.pem"))
+    return signer_credential.load_private_key(path.read_bytes())
+
+
+@pytest.mark.usefixtures("nothing_published")
+def test_unknown_petition_is_not_found(system: SystemClient) -> None:
+    credential = system.credential(f"u-{uuid.uuid4().hex[:8]}")
+    assert sign_rejected(system, credential.token, "no-such-petition")[:2] == (
+        grpc.StatusCode.NOT_FOUND,
+        "PETITION_NOT_FOUND",
+    )
+
+
+@pytest.mark.usefixtures("nothing_published")
+def test_closed_and_draft_petitions_refuse_signatures(system: SystemClient) -> None:
+    closed = system.create_petition("Closed one")
+    system.signing.ClosePetition(
+        signing_pb2.ClosePetitionRequest(petition_id=closed.id), metadata=system.admin(), timeout=10
+    )
+    draft = system.create_petition("Draft one", open_now=False)
+    credential = system.credential(f"c-{uuid.uuid4().hex[:8]}")
+
+    for petition_id in (closed.id, draft.id):
+        code, reason, _ = sign_rejected(system, credential.token, petition_id)
+        assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PETITION_NOT_OPEN")
+    assert system.get_tally(closed.id).total == 0
+
+
+@pytest.mark.usefixtures("nothing_published")
+def test_expired_credential_is_unauthenticated(system: SystemClient) -> None:
+    petition = system.create_petition("Expired credentials")
+    expired = own_credential(system, identity_key(system), issued_ago=3600, ttl=600)
+    assert sign_rejected(system, expired, petition.id)[:2] == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "CREDENTIAL_REJECTED",
+    )
+
+
+@pytest.mark.usefixtures("nothing_published")
+def test_credential_signed_by_another_key_is_unauthenticated(system: SystemClient) -> None:
+    petition = system.create_petition("Forged credentials")
+    forged = own_credential(system, ed25519.Ed25519PrivateKey.generate(), issued_ago=0, ttl=600)
+    genuine = system.credential(f"f-{uuid.uuid4().hex[:8]}").token
+    header, _, signature = genuine.split(".")
+    tampered_payload = f"{header}.{forged.split('.')[1]}.{signature}"
+
+    for token in (forged, tampered_payload, "not-a-credential"):
+        assert sign_rejected(system, token, petition.id)[:2] == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "CREDENTIAL_REJECTED",
+        )
+
+
+@pytest.mark.usefixtures("nothing_published")
+def test_malformed_fields_name_the_field(system: SystemClient) -> None:
+    credential = system.credential(f"m-{uuid.uuid4().hex[:8]}").token
+    assert sign_rejected(system, credential, "Bad Id!") == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+        ["petition_id"],
+    )
+    assert sign_rejected(system, "", "some-petition") == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+        ["credential"],
+    )
+
+
+def test_identity_refuses_tokens_not_meant_for_it(system: SystemClient) -> None:
+    wrong_audience = system.id_token("eve", audience="someone-else")
+    with pytest.raises(grpc.RpcError) as raised:
+        system.identity.ExchangeIdToken(identity_pb2.ExchangeIdTokenRequest(id_token=wrong_audience), timeout=10)
+    assert rejection(raised.value)[:2] == (grpc.StatusCode.UNAUTHENTICATED, "ID_TOKEN_REJECTED")
+    with pytest.raises(grpc.RpcError) as raised:
+        system.identity.ExchangeIdToken(identity_pb2.ExchangeIdTokenRequest(id_token=""), timeout=10)
+    assert rejection(raised.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD", ["id_token"])
+
+
+def test_catalogue_changes_need_the_admin_token(system: SystemClient) -> None:
+    request = signing_pb2.CreatePetitionRequest(id=f"a-{uuid.uuid4().hex[:8]}", title="Sneaky", open=True)
+    with pytest.raises(grpc.RpcError) as raised:
+        system.signing.CreatePetition(request, timeout=10)
+    assert rejection(raised.value)[:2] == (grpc.StatusCode.UNAUTHENTICATED, "ADMIN_TOKEN_MISSING")
+    with pytest.raises(grpc.RpcError) as raised:
+        system.signing.CreatePetition(request, metadata=(("authorization", "Bearer guess"),), timeout=10)
+    assert rejection(raised.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "ADMIN_TOKEN_INVALID")
+    with pytest.raises(grpc.RpcError) as raised:
+        system.signing.GetPetition(signing_pb2.GetPetitionRequest(petition_id=request.id), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_tally_of_unknown_petition_is_not_found(system: SystemClient) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        system.tally.GetTally(tally_pb2.GetTallyRequest(petition_id="never-created"), timeout=10)
+    assert rejection(raised.value)[:2] == (grpc.StatusCode.NOT_FOUND, "PETITION_NOT_FOUND")
