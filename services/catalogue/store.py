@@ -59,7 +59,7 @@ class PetitionStore:
                 _to_datetime(petition.updated_at),
             ),
         )
-        return bool(rows and rows[0].applied)
+        return bool(rows and rows[0][0])  # an LWT result starts with [applied]
 
     async def get(self, petition_id: str) -> Petition | None:
         rows = await self._db.execute(self._select, (petition_id,))
@@ -72,7 +72,7 @@ class PetitionStore:
         rows = await self._db.execute(
             self._update_state, (new_state.value, _to_datetime(now), petition.id, petition.state.value)
         )
-        if not rows or not rows[0].applied:
+        if not rows or not rows[0][0]:
             return None
         return replace(petition, state=new_state, updated_at=now)
 

@@ -16,7 +16,6 @@ from typing import TypeVar
 
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
-from redis.exceptions import RedisError
 
 from petitions.v1 import events_pb2, identity_pb2
 from servicekit.errors import DomainError, ErrorKind, invalid
@@ -24,7 +23,7 @@ from servicekit.signer_credential import CredentialRejected, SignerClaims
 from services.catalogue.cache import CachedCatalogue
 from services.catalogue.model import PETITION_ID, PETITION_ID_RULE, Petition, PetitionState
 from services.signing.credential_keys import CredentialKeyCache, IdentityKeysUnavailable
-from services.signing.ledger import EntryState, LedgerEntry, SignerLedger
+from services.signing.ledger import EntryState, LedgerEntry, LedgerUnavailable, SignerLedger
 from services.signing.publisher import (
     LogPosition,
     Overloaded,
@@ -163,7 +162,7 @@ class SignatureIntake:
         # published and then ignored by the tally.
         try:
             await self._ledger.record(request.petition_id, claims.signer, signed)
-        except RedisError as error:
+        except LedgerUnavailable as error:
             log.warning("receipt not recorded", petition_id=request.petition_id, error=repr(error))
         return Receipt(Outcome.ACCEPTED, signed.signature_id, now, position)
 
@@ -216,7 +215,7 @@ def _answer_for_existing(existing: LedgerEntry, idempotency_hash: str) -> Receip
 async def _ledger_call(call: Awaitable[T]) -> T:
     try:
         return await call
-    except RedisError as error:
+    except LedgerUnavailable as error:
         raise DomainError(
             ErrorKind.UNAVAILABLE,
             "LEDGER_UNAVAILABLE",

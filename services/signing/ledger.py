@@ -14,6 +14,7 @@ import enum
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 # Deletes the claim only if it is still ours, so a slow request whose claim
 # expired never deletes another request's claim.
@@ -23,6 +24,10 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+class LedgerUnavailable(Exception):
+    """Redis could not be reached or answered with an error."""
 
 
 class EntryState(enum.Enum):
@@ -82,7 +87,12 @@ class SignerLedger:
     async def claim(self, petition_id: str, signer: str, entry: LedgerEntry) -> LedgerEntry | None:
         """Claims the right to publish; returns None on success, else the
         entry that is already there."""
-        key = self.key(petition_id, signer)
+        try:
+            return await self._claim(self.key(petition_id, signer), entry)
+        except RedisError as error:
+            raise LedgerUnavailable(str(error)) from error
+
+    async def _claim(self, key: str, entry: LedgerEntry) -> LedgerEntry | None:
         if await self._redis.set(key, entry.encode(), nx=True, ex=self._claim_seconds):
             return None
         existing = await self._redis.get(key)
@@ -96,7 +106,13 @@ class SignerLedger:
         return LedgerEntry.decode(existing)
 
     async def record(self, petition_id: str, signer: str, entry: LedgerEntry) -> None:
-        await self._redis.set(self.key(petition_id, signer), entry.encode())
+        try:
+            await self._redis.set(self.key(petition_id, signer), entry.encode())
+        except RedisError as error:
+            raise LedgerUnavailable(str(error)) from error
 
     async def release(self, petition_id: str, signer: str, entry: LedgerEntry) -> None:
-        await self._release(keys=[self.key(petition_id, signer)], args=[entry.encode()])
+        try:
+            await self._release(keys=[self.key(petition_id, signer)], args=[entry.encode()])
+        except RedisError as error:
+            raise LedgerUnavailable(str(error)) from error

@@ -12,19 +12,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
-from aiokafka import AIOKafkaProducer
 from google.protobuf.message import DecodeError
-from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter, Histogram
 
 from petitions.v1 import events_pb2, identity_pb2
 from services.tally.archive import InvalidationRow, SignatureArchive, SignatureRow
 from services.tally.counters import ACCEPT, INVALIDATE, CountedEvent, ShardedCounters
+from services.tally.dead_letters import DeadLetterSink
 
 log = structlog.get_logger()
 
 APPLIED = Counter("petitions_tally_messages_applied_total", "Signature-log messages applied.", ["kind"])
-DEAD_LETTERED = Counter("petitions_tally_dead_letters_total", "Messages sent to the dead-letter topic.")
 BATCH_SECONDS = Histogram(
     "petitions_tally_batch_seconds",
     "Time to apply one partition's batch (Cassandra and Redis).",
@@ -77,13 +75,11 @@ class BatchApplier:
         self,
         archive: SignatureArchive,
         counters: ShardedCounters,
-        dead_letters: AIOKafkaProducer,
-        dead_letter_topic: str,
+        dead_letters: DeadLetterSink,
     ):
         self._archive = archive
         self._counters = counters
         self._dead_letters = dead_letters
-        self._dead_letter_topic = dead_letter_topic
 
     async def apply(self, partition: int, messages: Sequence[LogMessage]) -> None:
         started = time.perf_counter()
@@ -144,17 +140,7 @@ class BatchApplier:
         BATCH_SECONDS.observe(time.perf_counter() - started)
 
     async def _dead_letter(self, message: LogMessage, reason: str) -> None:
-        now = Timestamp()
-        now.GetCurrentTime()
-        letter = events_pb2.DeadLetter(
-            source_topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key or b"",
-            value=message.value or b"",
-            reason=reason,
-            dead_lettered_at=now,
+        await self._dead_letters.send(
+            message.topic, message.partition, message.offset, message.key, message.value, reason
         )
-        await self._dead_letters.send_and_wait(self._dead_letter_topic, letter.SerializeToString(), key=message.key)
-        DEAD_LETTERED.inc()
         log.warning("dead-lettered", partition=message.partition, offset=message.offset, reason=reason)

@@ -24,6 +24,7 @@ from services.tally.applier import BatchApplier
 from services.tally.archive import SignatureArchive
 from services.tally.consumer import SignatureConsumer
 from services.tally.counters import ShardedCounters
+from services.tally.dead_letters import DeadLetterSink
 from services.tally.reader import TallyReader, TallySnapshot
 from services.tally.settings import TallySettings
 
@@ -75,7 +76,7 @@ class TallyApp:
         self.store = PetitionStore(self.cassandra)
         self.archive = SignatureArchive(self.cassandra, settings.cassandra_write_concurrency)
         counters = ShardedCounters(self.redis, topic)
-        applier = BatchApplier(self.archive, counters, self.producer, settings.dead_letter_topic)
+        applier = BatchApplier(self.archive, counters, DeadLetterSink(self.producer, settings.dead_letter_topic))
         self.loop = SignatureConsumer(self.consumer, applier, settings.max_batch_messages, settings.poll_timeout_ms)
         reader = TallyReader(
             counters,

@@ -1,0 +1,47 @@
+# The two commands a newcomer needs:  `make up`  and  `make test`.
+# Everything else here is what those two are made of.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: up down status test lint proto check-proto install clean-data
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+## Start everything: Kafka, Cassandra, Redis, the services, a demo petition.
+up: $(INSTALLED)
+	$(PY) -m deploy.local.system up
+
+## Stop exactly what `make up` started.
+down: $(INSTALLED)
+	$(PY) -m deploy.local.system down
+
+status: $(INSTALLED)
+	$(PY) -m deploy.local.system status
+
+## Lint, type-check, then the whole suite against the real stack.
+test: $(INSTALLED) lint
+	$(PY) tools/run_suite.py
+
+lint: $(INSTALLED)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+proto: $(INSTALLED)
+	$(PY) tools/generate_protos.py
+
+check-proto: $(INSTALLED)
+	$(PY) tools/generate_protos.py --check
+
+## Stop everything and delete the local data (Kafka log, Cassandra, Redis).
+clean-data: $(INSTALLED)
+	$(PY) -m deploy.local.system down
+	$(PY) -m deploy.local.stack reset
