@@ -82,7 +82,8 @@ def _bridge(response: ResponseFuture) -> asyncio.Future[list[Any]]:
     result: asyncio.Future[list[Any]] = loop.create_future()
 
     def on_rows(rows: Any) -> None:
-        collected = list(rows)
+        # Schema changes and plain writes complete with None rather than rows.
+        collected = list(rows) if rows is not None else []
         if response.has_more_pages:
             response.start_fetching_next_page()
             pending.extend(collected)

@@ -1,0 +1,367 @@
+"""The stack's servers: how each is configured, started and found ready.
+
+Each component writes its own configuration under the run directory (never
+into the jar cache), so a second stack with another run directory and other
+ports is fully isolated from the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from deploy.local.fetch import ensure_redis_server, fetch_jars
+from deploy.local.layout import Layout
+
+
+class Component(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def start_timeout(self) -> float: ...
+
+    @property
+    def stop_timeout(self) -> float: ...
+
+    def fetch(self, layout: Layout) -> None: ...
+
+    def prepare(self, layout: Layout) -> list[str]:
+        """Writes configuration, initialises storage; returns the argv."""
+        ...
+
+    def ready(self, layout: Layout) -> bool: ...
+
+    def port(self, layout: Layout) -> int: ...
+
+
+def java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and Path(home, "bin", "java").exists():
+        return str(Path(home, "bin", "java"))
+    found = shutil.which("java")
+    if found is None:
+        raise SystemExit("java is not on PATH and JAVA_HOME is not set; install a JDK 17")
+    return found
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Redis:
+    name: str = "redis"
+    start_timeout: float = 20.0
+    stop_timeout: float = 20.0
+
+    def fetch(self, layout: Layout) -> None:
+        ensure_redis_server()
+
+    def prepare(self, layout: Layout) -> list[str]:
+        data = layout.data(self.name)
+        data.mkdir(parents=True, exist_ok=True)
+        return [
+            ensure_redis_server(),
+            "--port", str(layout.ports.redis),
+            "--bind", "127.0.0.1",
+            "--dir", str(data),
+            # Locally every write is appended and fsynced each second, so a
+            # restart (or a crash) keeps the counters.
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", "",
+        ]  # fmt: skip
+
+    def ready(self, layout: Layout) -> bool:
+        import redis
+
+        client = redis.Redis(port=layout.ports.redis, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def port(self, layout: Layout) -> int:
+        return layout.ports.redis
+
+
+KAFKA_PROPERTIES = """\
+# Written by deploy/local/components.py: one combined broker and controller (KRaft).
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs={log_dir}
+num.partitions=6
+# One node: internal topics cannot have more replicas than brokers.
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+# Topics are created by `petitions migrate`, with their settings, never by accident.
+auto.create.topics.enable=false
+group.initial.rebalance.delay.ms=0
+"""
+
+KAFKA_LOG4J = """\
+log4j.rootLogger=INFO, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.state.change.logger=WARN
+log4j.logger.org.apache.kafka.controller=WARN
+"""
+
+
+@dataclass(frozen=True)
+class Kafka:
+    name: str = "kafka"
+    start_timeout: float = 90.0
+    stop_timeout: float = 30.0
+    # A small broker for a 2-core laptop or CI machine.
+    heap: str = "512m"
+
+    def fetch(self, layout: Layout) -> None:
+        fetch_jars(layout, self.name)
+
+    def prepare(self, layout: Layout) -> list[str]:
+        jars = fetch_jars(layout, self.name)
+        conf, data = layout.conf(self.name), layout.data(self.name)
+        conf.mkdir(parents=True, exist_ok=True)
+        data.mkdir(parents=True, exist_ok=True)
+        properties = conf / "server.properties"
+        properties.write_text(
+            KAFKA_PROPERTIES.format(
+                port=layout.ports.kafka, controller_port=layout.ports.kafka_controller, log_dir=data / "log"
+            )
+        )
+        (conf / "log4j.properties").write_text(KAFKA_LOG4J)
+        jvm = [
+            java(),
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{conf / 'log4j.properties'}",
+            f"-Dkafka.logs.dir={layout.logs()}",
+            "-cp",
+            f"{jars}/*",
+        ]
+        if not (data / "log" / "meta.properties").exists():
+            self._format(jvm, properties, layout)
+        return [*jvm, "kafka.Kafka", str(properties)]
+
+    def _format(self, jvm: list[str], properties: Path, layout: Layout) -> None:
+        """Formats the log directory once, with a new cluster id."""
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        result = subprocess.run(
+            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise SystemExit(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+    def ready(self, layout: Layout) -> bool:
+        if not port_open(layout.ports.kafka):
+            return False
+        return asyncio.run(_kafka_has_broker(f"127.0.0.1:{layout.ports.kafka}"))
+
+    def port(self, layout: Layout) -> int:
+        return layout.ports.kafka
+
+
+async def _kafka_has_broker(bootstrap: str) -> bool:
+    """A metadata request answered with at least one broker."""
+    from aiokafka import AIOKafkaClient
+    from aiokafka.errors import KafkaError
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await client.bootstrap()
+        metadata = await client.fetch_all_metadata()
+        return bool(metadata.brokers())
+    except (KafkaError, OSError):
+        return False
+    finally:
+        await client.close()
+
+
+CASSANDRA_YAML = """\
+# Written by deploy/local/components.py: one small local node.
+cluster_name: petitions-local
+num_tokens: 16
+allocate_tokens_for_local_replication_factor: 1
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+endpoint_snitch: SimpleSnitch
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "127.0.0.1:{storage_port}"
+listen_address: 127.0.0.1
+rpc_address: 127.0.0.1
+storage_port: {storage_port}
+native_transport_port: {native_port}
+start_native_transport: true
+data_file_directories:
+  - {data}/data
+commitlog_directory: {data}/commitlog
+saved_caches_directory: {data}/saved_caches
+hints_directory: {data}/hints
+cdc_raw_directory: {data}/cdc_raw
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+disk_failure_policy: stop
+commit_failure_policy: stop
+# Test sessions drop their keyspaces; snapshots of them would only fill the disk.
+auto_snapshot: false
+# Sized for a 1 GiB heap on a 2-core machine.
+concurrent_reads: 8
+concurrent_writes: 16
+concurrent_counter_writes: 8
+concurrent_compactors: 1
+memtable_heap_space: 128MiB
+memtable_offheap_space: 128MiB
+key_cache_size: 16MiB
+counter_cache_size: 0MiB
+"""
+
+CASSANDRA_LOGBACK = """\
+<configuration scan="false">
+  <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">
+    <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
+  </appender>
+  <root level="INFO"><appender-ref ref="STDOUT"/></root>
+</configuration>
+"""
+
+# The module exports and opens the server needs on JDK 17 (as in Cassandra's
+# conf/jvm17-server.options); without them it dies at start-up.
+JDK17_MODULE_FLAGS = [
+    "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
+    "--add-exports", "java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED",
+    "--add-exports", "java.rmi/sun.rmi.registry=ALL-UNNAMED",
+    "--add-exports", "java.rmi/sun.rmi.server=ALL-UNNAMED",
+    "--add-exports", "java.sql/java.sql=ALL-UNNAMED",
+    "--add-exports", "java.base/java.lang.ref=ALL-UNNAMED",
+    "--add-exports", "jdk.unsupported/sun.misc=ALL-UNNAMED",
+    "--add-exports", "jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED",
+    "--add-exports", "jdk.attach/sun.tools.attach=ALL-UNNAMED",
+    "--add-opens", "java.base/java.lang.module=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.loader=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.ref=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.reflect=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.math=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.module=ALL-UNNAMED",
+    "--add-opens", "java.base/jdk.internal.util.jar=ALL-UNNAMED",
+    "--add-opens", "jdk.management/com.sun.management.internal=ALL-UNNAMED",
+    "--add-opens", "java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens", "java.base/java.io=ALL-UNNAMED",
+    "--add-opens", "java.base/java.lang.reflect=ALL-UNNAMED",
+    "--add-opens", "jdk.compiler/com.sun.tools.javac=ALL-UNNAMED",
+    "--add-opens", "java.base/java.lang=ALL-UNNAMED",
+    "--add-opens", "java.base/java.util=ALL-UNNAMED",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Cassandra:
+    name: str = "cassandra"
+    start_timeout: float = 180.0
+    # A clean stop flushes memtables; on 2 cores that can take a while.
+    stop_timeout: float = 60.0
+    # Explicit, or the JVM takes a quarter of the machine's memory.
+    heap: str = "1G"
+    direct_memory: str = "512M"
+
+    def fetch(self, layout: Layout) -> None:
+        fetch_jars(layout, self.name)
+
+    def prepare(self, layout: Layout) -> list[str]:
+        jars = fetch_jars(layout, self.name)
+        conf, data = layout.conf(self.name), layout.data(self.name)
+        conf.mkdir(parents=True, exist_ok=True)
+        data.mkdir(parents=True, exist_ok=True)
+        ports = layout.ports
+        (conf / "cassandra.yaml").write_text(
+            CASSANDRA_YAML.format(storage_port=ports.cassandra_storage, native_port=ports.cassandra, data=data)
+        )
+        (conf / "logback.xml").write_text(CASSANDRA_LOGBACK)
+        jamm = next(jars.glob("jamm-*.jar"), None)
+        if jamm is None:
+            raise SystemExit(f"no jamm jar in {jars}; delete that directory and run again")
+        return [
+            java(),
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            f"-XX:MaxDirectMemorySize={self.direct_memory}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=300",
+            "-Xss512k",
+            # A JVM that ran out of memory may be half-way through a write: stop it.
+            "-XX:+ExitOnOutOfMemoryError",
+            f"-javaagent:{jamm}",
+            "-Djdk.attach.allowAttachSelf=true",
+            *JDK17_MODULE_FLAGS,
+            "-Djava.net.preferIPv4Stack=true",
+            "-Dio.netty.tryReflectionSetAccessible=true",
+            f"-Dcassandra.config=file://{conf / 'cassandra.yaml'}",
+            f"-Dlogback.configurationFile={conf / 'logback.xml'}",
+            "-Dcassandra-foreground=yes",
+            f"-Dcassandra.storagedir={data}",
+            f"-Dcassandra.logdir={layout.logs()}",
+            f"-Dcassandra.jmx.local.port={ports.cassandra_jmx}",
+            # A single node has no gossip to wait for.
+            "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+            "-Dcassandra.superuser_setup_delay_ms=0",
+            "-cp",
+            f"{conf}:{jars}/*",
+            "org.apache.cassandra.service.CassandraDaemon",
+        ]
+
+    def ready(self, layout: Layout) -> bool:
+        if not port_open(layout.ports.cassandra):
+            return False
+        from cassandra.cluster import Cluster, NoHostAvailable
+
+        cluster = Cluster(["127.0.0.1"], port=layout.ports.cassandra, protocol_version=5, connect_timeout=3)
+        try:
+            session = cluster.connect()
+            return session.execute("SELECT release_version FROM system.local").one() is not None
+        except NoHostAvailable:
+            return False
+        finally:
+            cluster.shutdown()
+
+    def port(self, layout: Layout) -> int:
+        return layout.ports.cassandra
+
+
+COMPONENTS: dict[str, Component] = {c.name: c for c in (Redis(), Kafka(), Cassandra())}

@@ -1,0 +1,191 @@
+"""The whole local system: the stack, then the project's own services as
+background processes, a demo petition, and what to do next.
+
+    python -m deploy.local.system up       (make up)
+    python -m deploy.local.system down     (make down)
+    python -m deploy.local.system status
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from deploy.local import processes
+from deploy.local.components import port_open
+from deploy.local.fetch import FetchFailed
+from deploy.local.layout import REPO, Layout
+from deploy.local.processes import ProcessFiles, StartFailed
+from deploy.local.stack import ORDER, Stack
+from petitions.v1 import signing_pb2, signing_pb2_grpc
+from servicekit.settings import CommonSettings
+from services.dev_secrets import ensure_dev_secrets
+from services.migrations import migrate
+
+DEMO_PETITION = "demo"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    module: str
+    port: int
+    metrics_port: int
+    kind: str  # "grpc" or "http"
+
+    def argv(self, layout: Layout) -> list[str]:
+        argv = [sys.executable, "-m", self.module]
+        if self.kind == "http":
+            argv += ["--port", str(self.port), "--secrets-dir", str(layout.run_dir / "secrets")]
+        return argv
+
+    def ready(self) -> bool:
+        if self.kind == "http":
+            return port_open(self.port)
+        return _serving(f"127.0.0.1:{self.port}")
+
+
+SERVICES = (
+    Service("devidp", "services.devidp", 8461, 0, "http"),
+    Service("identity", "services.identity", 50061, 9161, "grpc"),
+    Service("signing", "services.signing", 50062, 9162, "grpc"),
+    Service("tally", "services.tally", 50063, 9163, "grpc"),
+)
+SERVICE_STOP_SECONDS = 20.0
+SERVICE_START_SECONDS = 60.0
+
+
+def _serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+class System:
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self.stack = Stack(layout)
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            **self.layout.service_env(),
+            "PETITIONS_SECRETS_DIR": str(self.layout.run_dir / "secrets"),
+        }
+
+    def settings(self) -> CommonSettings:
+        return CommonSettings.model_validate(
+            {
+                "kafka_bootstrap": f"127.0.0.1:{self.layout.ports.kafka}",
+                "redis_url": f"redis://127.0.0.1:{self.layout.ports.redis}/0",
+                "cassandra_port": self.layout.ports.cassandra,
+                "secrets_dir": self.layout.run_dir / "secrets",
+            }
+        )
+
+    def up(self, say: Callable[[str], None]) -> None:
+        for name, line in self.stack.up(ORDER).items():
+            say(f"{name:10} {line}")
+        settings = self.settings()
+        created = ensure_dev_secrets(settings.secrets_dir)
+        if created:
+            say(f"{'secrets':10} created {len(created)} files in {settings.secrets_dir}")
+        new_topics = asyncio.run(migrate(settings))
+        say(f"{'schema':10} keyspace {settings.keyspace} ready; new topics: {', '.join(new_topics) or 'none'}")
+        for service in SERVICES:
+            files = ProcessFiles.under(self.layout.run_dir, service.name)
+            pid = processes.running_pid(files)
+            if pid is None:
+                env = {**self.env(), "PETITIONS_METRICS_PORT": str(service.metrics_port)}
+                processes.start(files, service.argv(self.layout), env, REPO)
+            waited = processes.wait_ready(files, service.ready, SERVICE_START_SECONDS)
+            state = f"already running (pid {pid})" if pid else f"ready after {waited:.1f} s"
+            say(f"{service.name:10} {state}, port {service.port}")
+        say(f"{'demo':10} {self._create_demo_petition(settings)}")
+
+    def _create_demo_petition(self, settings: CommonSettings) -> str:
+        token = settings.read_secret("admin-token").decode()
+        with grpc.insecure_channel("127.0.0.1:50062") as channel:
+            stub = signing_pb2_grpc.SigningStub(channel)
+            try:
+                stub.CreatePetition(
+                    signing_pb2.CreatePetitionRequest(
+                        id=DEMO_PETITION,
+                        title="Demo: a petition to try the system with",
+                        text="Created by `make up`.",
+                        open=True,
+                    ),
+                    metadata=(("authorization", f"Bearer {token}"),),
+                    timeout=30,
+                )
+            except grpc.RpcError as error:
+                if isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.ALREADY_EXISTS:
+                    return f"petition '{DEMO_PETITION}' already exists"
+                raise
+        return f"petition '{DEMO_PETITION}' created and open"
+
+    def down(self, say: Callable[[str], None]) -> None:
+        for service in reversed(SERVICES):
+            stopped = processes.stop(ProcessFiles.under(self.layout.run_dir, service.name), SERVICE_STOP_SECONDS)
+            say(f"{service.name:10} {'stopped' if stopped else 'was not running'}")
+        for name, line in self.stack.down(ORDER).items():
+            say(f"{name:10} {line}")
+
+    def status(self, say: Callable[[str], None]) -> None:
+        for item in self.stack.status():
+            state = f"running (pid {item.pid})" if item.pid else "stopped"
+            say(f"{item.name:10} {state:22} port {item.port:<6} log {item.log_file}")
+        for service in SERVICES:
+            files = ProcessFiles.under(self.layout.run_dir, service.name)
+            pid = processes.running_pid(files)
+            state = f"running (pid {pid})" if pid else "stopped"
+            say(f"{service.name:10} {state:22} port {service.port:<6} log {files.log_file}")
+
+
+NEXT_STEPS = """
+The system is up. Try:
+
+  .venv/bin/petitions dev-sign --persona alice             # sign the demo petition as "alice"
+  .venv/bin/petitions dev-sign --persona alice             # again: ALREADY_SIGNED
+  .venv/bin/petitions dev-sign --persona bob --territory 13
+  .venv/bin/petitions tally demo                           # the live count, by territory and country
+
+Metrics (Prometheus):  http://127.0.0.1:9161/metrics (identity)  :9162 (signing)  :9163 (tally)
+Logs:                  {logs}/
+Stop everything:       make down
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.local.system", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    options = parser.parse_args(argv)
+    system = System(Layout.from_environment())
+    say = partial(print, flush=True)
+    try:
+        if options.command == "up":
+            system.up(say)
+            say(NEXT_STEPS.format(logs=system.layout.logs()))
+        elif options.command == "down":
+            system.down(say)
+        else:
+            system.status(say)
+    except (StartFailed, FetchFailed) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
