@@ -43,7 +43,7 @@ class CassandraSession:
     asyncio future on the caller's loop.
     """
 
-    def __init__(self, settings: CommonSettings, keyspace: str | None = None):
+    def __init__(self, settings: CommonSettings):
         self._cluster = Cluster(
             list(settings.cassandra_hosts),
             port=settings.cassandra_port,
@@ -51,18 +51,23 @@ class CassandraSession:
             protocol_version=5,
             connect_timeout=10,
         )
-        self._keyspace = keyspace
+        self.keyspace = settings.keyspace
         self._session: Session | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._session = await loop.run_in_executor(None, self._cluster.connect, self._keyspace)
+        # No session keyspace: statements name their tables in full, which
+        # Cassandra recommends for prepared statements.
+        self._session = await loop.run_in_executor(None, self._cluster.connect)
 
     @property
     def session(self) -> Session:
         if self._session is None:
             raise RuntimeError("CassandraSession.start() was not awaited")
         return self._session
+
+    def table(self, name: str) -> str:
+        return f"{self.keyspace}.{name}"
 
     def prepare(self, cql: str) -> Any:
         return self.session.prepare(cql)

@@ -24,15 +24,16 @@ class PetitionStore:
 
     def prepare(self) -> None:
         self._insert = self._db.prepare(
-            "INSERT INTO petitions (id, title, text, author, state, opens_at, closes_at, thresholds,"
-            " committee, eligibility, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO {self._db.table('petitions')}"
+            " (id, title, text, author, state, opens_at, closes_at, thresholds, committee, eligibility,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " IF NOT EXISTS"
         )
-        self._select = self._db.prepare("SELECT * FROM petitions WHERE id = ?")
+        self._select = self._db.prepare(f"SELECT * FROM {self._db.table('petitions')} WHERE id = ?")
         # Lightweight transaction so that two admins cannot interleave
         # open/close on a stale read.
         self._update_state = self._db.prepare(
-            "UPDATE petitions SET state = ?, updated_at = ? WHERE id = ? IF state = ?"
+            f"UPDATE {self._db.table('petitions')} SET state = ?, updated_at = ? WHERE id = ? IF state = ?"
         )
 
     async def create(self, petition: Petition) -> bool:
@@ -77,7 +78,7 @@ class PetitionStore:
         return replace(petition, state=new_state, updated_at=now)
 
     async def list_all(self) -> list[Petition]:
-        rows = await self._db.execute("SELECT * FROM petitions")
+        rows = await self._db.execute(f"SELECT * FROM {self._db.table('petitions')}")
         return [_petition_of(row) for row in rows]
 
 

@@ -116,7 +116,7 @@ class SigningApp:
         self.settings = settings
         self.redis = redis_client(settings)
         self.producer = idempotent_producer(settings)
-        self.cassandra = CassandraSession(settings, keyspace=settings.keyspace)
+        self.cassandra = CassandraSession(settings)
         self.identity_channel = grpc.aio.insecure_channel(settings.identity_address)
         self.keys = CredentialKeyCache(self.identity_channel)
         self.store = PetitionStore(self.cassandra)

@@ -55,12 +55,13 @@ class SignatureArchive:
 
     def prepare(self) -> None:
         self._insert = self._db.prepare(
-            "INSERT INTO signatures (petition_id, shard, signer, signature_id, method, country, territory,"
-            " signed_at, ip_hash, kafka_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+            f"INSERT INTO {self._db.table('signatures')}"
+            " (petition_id, shard, signer, signature_id, method, country, territory, signed_at, ip_hash,"
+            " kafka_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
         )
         # Written with the current time, so it wins over any accept write.
         self._invalidate = self._db.prepare(
-            "UPDATE signatures SET invalidated_at = ?, invalid_reason = ?"
+            f"UPDATE {self._db.table('signatures')} SET invalidated_at = ?, invalid_reason = ?"
             " WHERE petition_id = ? AND shard = ? AND signer = ?"
         )
 

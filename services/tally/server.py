@@ -63,7 +63,7 @@ class TallyApp:
         self.settings = settings
         topic = settings.signatures_topic
         self.redis = redis_client(settings)
-        self.cassandra = CassandraSession(settings, keyspace=settings.keyspace)
+        self.cassandra = CassandraSession(settings)
         self.producer = idempotent_producer(settings)
         self.consumer = AIOKafkaConsumer(
             topic,
