@@ -1,9 +1,33 @@
-"""Process lifecycle: how a service learns it must stop."""
+"""Process lifecycle: start a service, run it until SIGTERM (or until a
+background part of it dies), then stop it gracefully."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
+from typing import Protocol
+
+from servicekit.logs import configure_logging
+from servicekit.metrics_http import serve_metrics
+from servicekit.settings import ServiceSettings
+
+# The exit status of a service whose background work died: the supervisor
+# (Kubernetes, or `make up` on a laptop) sees a crash and restarts it.
+EXIT_BACKGROUND_FAILURE = 70
+
+
+class ServiceApp(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    @property
+    def port(self) -> int: ...
+
+    async def until_failed(self) -> BaseException | None:
+        """Returns when background work (a consume loop) has died."""
+        ...
 
 
 async def wait_for_termination_signal() -> None:
@@ -14,3 +38,25 @@ async def wait_for_termination_signal() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+async def run_service(name: str, settings: ServiceSettings, build: Callable[[], ServiceApp]) -> None:
+    """Builds the app inside the running event loop (grpc.aio and the
+    clients bind to the loop they are created on), serves it, stops it."""
+    log = configure_logging(name, settings.log_level, settings.log_format)
+    serve_metrics(settings.metrics_port)
+    app = build()
+    await app.start()
+    log.info(f"{name} serving", address=settings.grpc_address, port=app.port)
+    signalled = asyncio.create_task(wait_for_termination_signal())
+    failed = asyncio.create_task(app.until_failed())
+    await asyncio.wait([signalled, failed], return_when=asyncio.FIRST_COMPLETED)
+    if failed.done():
+        # A process whose background work died must not look healthy while
+        # doing nothing: exit, and let the supervisor restart it.
+        log.critical(f"{name} background work died", error=repr(failed.result()))
+        await app.stop()
+        raise SystemExit(EXIT_BACKGROUND_FAILURE)
+    log.info(f"{name} stopping")
+    failed.cancel()
+    await app.stop()

@@ -60,3 +60,12 @@ class CommonSettings(BaseSettings):
             return path.read_bytes().strip()
         except FileNotFoundError:
             raise SystemExit(f"missing secret file {path} (run `petitions dev-secrets` locally)") from None
+
+
+class ServiceSettings(CommonSettings):
+    """What every gRPC service has; each service sets its own defaults."""
+
+    grpc_address: str = "127.0.0.1:0"
+    metrics_port: int = 0
+    # How long in-flight RPCs may take to finish after SIGTERM.
+    grace_seconds: float = 5.0

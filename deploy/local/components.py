@@ -20,6 +20,7 @@ from typing import Protocol
 
 from deploy.local.fetch import ensure_redis_server, fetch_jars
 from deploy.local.layout import Layout
+from deploy.local.processes import StartFailed
 
 
 class Component(Protocol):
@@ -174,12 +175,12 @@ class Kafka:
             f"{jars}/*",
         ]
         if not (data / "log" / "meta.properties").exists():
-            self._format(jvm, properties, layout)
+            self._format(jvm, properties, _cluster_id(data / "cluster.id"))
         return [*jvm, "kafka.Kafka", str(properties)]
 
-    def _format(self, jvm: list[str], properties: Path, layout: Layout) -> None:
-        """Formats the log directory once, with a new cluster id."""
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    def _format(self, jvm: list[str], properties: Path, cluster_id: str) -> None:
+        """Formats the log directory; done once, as a second format would
+        wipe the metadata log."""
         result = subprocess.run(
             [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)],
             capture_output=True,
@@ -187,7 +188,7 @@ class Kafka:
             check=False,
         )
         if result.returncode != 0:
-            raise SystemExit(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+            raise StartFailed(f"kafka: formatting its storage failed:\n{result.stdout}{result.stderr}")
 
     def ready(self, layout: Layout) -> bool:
         if not port_open(layout.ports.kafka):
@@ -196,6 +197,17 @@ class Kafka:
 
     def port(self, layout: Layout) -> int:
         return layout.ports.kafka
+
+
+def _cluster_id(path: Path) -> str:
+    """The stack's Kafka cluster id, made once and kept beside the log
+    directory, so a storage format after a half-finished first start gives
+    the same cluster as before."""
+    if path.exists():
+        return path.read_text().strip()
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    path.write_text(cluster_id + "\n")
+    return cluster_id
 
 
 async def _kafka_has_broker(bootstrap: str) -> bool:
@@ -314,9 +326,10 @@ class Cassandra:
             CASSANDRA_YAML.format(storage_port=ports.cassandra_storage, native_port=ports.cassandra, data=data)
         )
         (conf / "logback.xml").write_text(CASSANDRA_LOGBACK)
+        (conf / "triggers").mkdir(exist_ok=True)
         jamm = next(jars.glob("jamm-*.jar"), None)
         if jamm is None:
-            raise SystemExit(f"no jamm jar in {jars}; delete that directory and run again")
+            raise StartFailed(f"cassandra: no jamm jar in {jars}; delete that directory and run again")
         return [
             java(),
             f"-Xms{self.heap}",
@@ -338,6 +351,8 @@ class Cassandra:
             f"-Dcassandra.storagedir={data}",
             f"-Dcassandra.logdir={layout.logs()}",
             f"-Dcassandra.jmx.local.port={ports.cassandra_jmx}",
+            # An empty directory of our own: without one the daemon warns at every start.
+            f"-Dcassandra.triggers_dir={conf / 'triggers'}",
             # A single node has no gossip to wait for.
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
             "-Dcassandra.superuser_setup_delay_ms=0",
@@ -349,13 +364,18 @@ class Cassandra:
     def ready(self, layout: Layout) -> bool:
         if not port_open(layout.ports.cassandra):
             return False
+        from cassandra import DriverException
         from cassandra.cluster import Cluster, NoHostAvailable
+        from cassandra.protocol import ErrorMessage
 
         cluster = Cluster(["127.0.0.1"], port=layout.ports.cassandra, protocol_version=5, connect_timeout=3)
         try:
             session = cluster.connect()
-            return session.execute("SELECT release_version FROM system.local").one() is not None
-        except NoHostAvailable:
+            row = session.execute("SELECT release_version FROM system.local", timeout=5).one()
+            return row is not None
+        # A node half-way through start-up refuses, times out or answers
+        # with a server error: all mean "not yet".
+        except (NoHostAvailable, DriverException, ErrorMessage, OSError):
             return False
         finally:
             cluster.shutdown()

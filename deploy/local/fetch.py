@@ -54,6 +54,8 @@ def fetch_jars(layout: Layout, component: str) -> Path:
         "dependency:copy-dependencies",
         f"-DoutputDirectory={partial}",
         "-DincludeScope=runtime",
+        # Flat file names: the classpath is "<dir>/*", which does not descend.
+        "-Dmdep.useRepositoryLayout=false",
         *(f"-D{key}={value}" for key, value in properties.items()),
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)

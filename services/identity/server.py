@@ -11,9 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from petitions.v1 import identity_pb2, identity_pb2_grpc
 from servicekit.errors import not_yet_available
 from servicekit.grpc_server import ServiceServer
-from servicekit.lifecycle import wait_for_termination_signal
-from servicekit.logs import configure_logging
-from servicekit.metrics_http import serve_metrics
+from servicekit.lifecycle import run_service
 from servicekit.signer_credential import SignerClaims
 from services.identity.exchange import CredentialIssuer, IssuedCredential
 from services.identity.http_fetcher import HttpDocumentFetcher
@@ -110,6 +108,15 @@ class IdentityApp:
             IdentityServicer(issuer, keyring, settings.verification_keys_cache_seconds), self.server.server
         )
 
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def until_failed(self) -> BaseException | None:
+        # Nothing runs in the background here: only a signal stops it.
+        await asyncio.Event().wait()
+        return None
+
     async def start(self) -> None:
         await self.fetcher.start()
         await self.server.start()
@@ -119,16 +126,6 @@ class IdentityApp:
         await self.fetcher.stop()
 
 
-async def serve(settings: IdentitySettings) -> None:
-    log = configure_logging("identity", settings.log_level, settings.log_format)
-    serve_metrics(settings.metrics_port)
-    app = IdentityApp(settings)
-    await app.start()
-    log.info("identity serving", address=settings.grpc_address, port=app.server.port)
-    await wait_for_termination_signal()
-    log.info("identity stopping")
-    await app.stop()
-
-
 def main() -> None:
-    asyncio.run(serve(IdentitySettings()))
+    settings = IdentitySettings()
+    asyncio.run(run_service("identity", settings, lambda: IdentityApp(settings)))

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from servicekit.settings import CommonSettings
+from servicekit.settings import ServiceSettings
 
 
 class IssuerConfig(BaseModel):
@@ -35,7 +35,7 @@ class IssuerConfig(BaseModel):
 DEV_ISSUER = IssuerConfig(issuer="http://127.0.0.1:8461", audience="petitions-dev", mode="anonymous")
 
 
-class IdentitySettings(CommonSettings):
+class IdentitySettings(ServiceSettings):
     grpc_address: str = "127.0.0.1:50061"
     metrics_port: int = 9161
     oidc_issuers: tuple[IssuerConfig, ...] = (DEV_ISSUER,)

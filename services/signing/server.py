@@ -12,9 +12,7 @@ import structlog
 from petitions.v1 import petition_pb2, signing_pb2, signing_pb2_grpc
 from servicekit.errors import DomainError, ErrorKind, not_yet_available
 from servicekit.grpc_server import ServiceServer
-from servicekit.lifecycle import wait_for_termination_signal
-from servicekit.logs import configure_logging
-from servicekit.metrics_http import serve_metrics
+from servicekit.lifecycle import run_service
 from servicekit.stores import CassandraSession, idempotent_producer, redis_client
 from services.catalogue.cache import CachedCatalogue
 from services.catalogue.messages import STATE_FROM_PROTO, petition_message, timestamp
@@ -134,6 +132,15 @@ class SigningApp:
             self.server.server,
         )
 
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def until_failed(self) -> BaseException | None:
+        # Nothing runs in the background here: only a signal stops it.
+        await asyncio.Event().wait()
+        return None
+
     async def start(self) -> None:
         await self.cassandra.start()
         self.store.prepare()
@@ -155,16 +162,6 @@ class SigningApp:
         await self.cassandra.stop()
 
 
-async def serve(settings: SigningSettings) -> None:
-    log = configure_logging("signing", settings.log_level, settings.log_format)
-    serve_metrics(settings.metrics_port)
-    app = SigningApp(settings)
-    await app.start()
-    log.info("signing serving", address=settings.grpc_address, port=app.server.port)
-    await wait_for_termination_signal()
-    log.info("signing stopping")
-    await app.stop()
-
-
 def main() -> None:
-    asyncio.run(serve(SigningSettings()))
+    settings = SigningSettings()
+    asyncio.run(run_service("signing", settings, lambda: SigningApp(settings)))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from servicekit.settings import CommonSettings
+from servicekit.settings import ServiceSettings
 
 
-class SigningSettings(CommonSettings):
+class SigningSettings(ServiceSettings):
     grpc_address: str = "127.0.0.1:50062"
     metrics_port: int = 9162
     identity_address: str = "127.0.0.1:50061"

@@ -13,9 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from petitions.v1 import tally_pb2, tally_pb2_grpc
 from servicekit.errors import not_yet_available
 from servicekit.grpc_server import ServiceServer
-from servicekit.lifecycle import wait_for_termination_signal
-from servicekit.logs import configure_logging
-from servicekit.metrics_http import serve_metrics
+from servicekit.lifecycle import run_service
 from servicekit.stores import CassandraSession, idempotent_producer, redis_client
 from services.catalogue.cache import CachedCatalogue
 from services.catalogue.messages import timestamp
@@ -108,7 +106,11 @@ class TallyApp:
         self._consuming = asyncio.create_task(self.loop.run(), name="consume-signatures")
         await self.server.start()
 
-    async def until_consume_loop_dies(self) -> BaseException | None:
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def until_failed(self) -> BaseException | None:
         assert self._consuming is not None, "start() first"
         await asyncio.wait([self._consuming])
         return None if self._consuming.cancelled() else self._consuming.exception()
@@ -125,26 +127,6 @@ class TallyApp:
         await self.cassandra.stop()
 
 
-async def serve(settings: TallySettings) -> None:
-    log = configure_logging("tally", settings.log_level, settings.log_format)
-    serve_metrics(settings.metrics_port)
-    app = TallyApp(settings)
-    await app.start()
-    log.info("tally serving", address=settings.grpc_address, port=app.server.port)
-    signalled = asyncio.create_task(wait_for_termination_signal())
-    loop_died = asyncio.create_task(app.until_consume_loop_dies())
-    await asyncio.wait([signalled, loop_died], return_when=asyncio.FIRST_COMPLETED)
-    if loop_died.done():
-        # A consume loop that died of an unexpected error must not leave a
-        # process that looks healthy but counts nothing: exit, and let the
-        # supervisor restart it (the log replays from the last commit).
-        log.critical("consume loop died", error=repr(loop_died.result()))
-        await app.stop()
-        raise SystemExit(70)
-    log.info("tally stopping")
-    loop_died.cancel()
-    await app.stop()
-
-
 def main() -> None:
-    asyncio.run(serve(TallySettings()))
+    settings = TallySettings()
+    asyncio.run(run_service("tally", settings, lambda: TallyApp(settings)))

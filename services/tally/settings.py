@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from servicekit.settings import CommonSettings
+from servicekit.settings import ServiceSettings
 
 
-class TallySettings(CommonSettings):
+class TallySettings(ServiceSettings):
     grpc_address: str = "127.0.0.1:50063"
     metrics_port: int = 9163
     consumer_group: str = "tally"
