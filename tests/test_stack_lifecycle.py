@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -182,3 +183,21 @@ def test_data_survives_down_and_up(isolated: IsolatedStack) -> None:
 
     isolated.cli("down")
     assert not [name for name in COMPONENTS if (isolated.run_dir / "pids" / f"{name}.pid").exists()]
+
+
+def test_a_port_taken_by_another_program_is_refused_naming_the_component(isolated: IsolatedStack) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", isolated.redis_port))
+        squatter.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "deploy.local.stack", "up", "redis"],
+            cwd=REPO,
+            env=isolated.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"redis: port {isolated.redis_port} is in use" in result.stderr
+    assert not list((isolated.run_dir / "pids").glob("*.pid"))

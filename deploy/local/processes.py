@@ -129,13 +129,9 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 def log_tail(files: ProcessFiles, lines: int = 20) -> str:
-    return tail(files.log_file, lines)
-
-
-def tail(log: Path, lines: int = 20) -> str:
-    """The last lines of a log, for an error message."""
+    """The last lines of a process's log, for an error message."""
     try:
-        text = log.read_text(errors="replace")
+        text = files.log_file.read_text(errors="replace")
     except OSError:
         return "(no log yet)"
     # Some servers log a whole classpath or version list on one line: cut
@@ -144,54 +140,19 @@ def tail(log: Path, lines: int = 20) -> str:
 
 
 def wait_ready(files: ProcessFiles, probe: Callable[[], bool], timeout: float) -> float:
-    """Polls probe until it is true; returns the seconds waited. Fails fast,
-    with the log's tail, when the process dies."""
-    return wait_until(files.name, probe, timeout, files.log_file, pid_file=files.pid_file)
-
-
-# The helpers below are the name-based API for anything run as a managed
-# process: the stack's servers and the project's own services alike.
-
-
-def start_process(
-    name: str, argv: Sequence[str], env: Mapping[str, str], run_dir: Path, cwd: Path | None = None
-) -> int:
-    """Starts argv detached, logging to <run_dir>/logs/<name>.log, and records
-    its pid in <run_dir>/pids/<name>.pid. Returns the pid."""
-    return start(ProcessFiles.under(run_dir, name), argv, env, cwd or Path.cwd())
-
-
-def process_pid(name: str, run_dir: Path) -> int | None:
-    """The pid of the named process if it is running (and is still the
-    process its pid file recorded)."""
-    return running_pid(ProcessFiles.under(run_dir, name))
-
-
-def stop_process(name: str, run_dir: Path, timeout: float) -> bool:
-    """SIGTERM to the named process's group, SIGKILL after timeout seconds;
-    removes the pid file. False when it was not running."""
-    return stop(ProcessFiles.under(run_dir, name), timeout)
-
-
-def kill_process(name: str, run_dir: Path) -> bool:
-    """SIGKILL to the named process's group, as a crash would."""
-    return kill(ProcessFiles.under(run_dir, name))
-
-
-def wait_until(
-    name: str, probe: Callable[[], bool], timeout: float, log: Path, *, pid_file: Path | None = None
-) -> float:
-    """Polls probe (which must return False, not raise, while the process
-    is not ready) until it is true; returns the seconds waited. With a
-    pid_file, fails at once when that process has died. Failures raise
-    StartFailed naming the process and its log, with the log's last lines."""
-    watched = None if pid_file is None else ProcessFiles(name, pid_file, log)
+    """Polls probe (which must return False, not raise, while the process is
+    not ready) until it is true; returns the seconds waited. Fails at once,
+    naming the process, its log and the log's last lines, when it dies."""
     began = time.monotonic()
     while True:
-        if watched is not None and running_pid(watched) is None:
-            raise StartFailed(f"{name} exited during start-up; see {log}. Last lines:\n{tail(log)}")
+        if running_pid(files) is None:
+            raise StartFailed(
+                f"{files.name} exited during start-up; see {files.log_file}. Last lines:\n{log_tail(files)}"
+            )
         if probe():
             return time.monotonic() - began
         if time.monotonic() - began > timeout:
-            raise StartFailed(f"{name} was not ready after {timeout:g} s; see {log}. Last lines:\n{tail(log)}")
+            raise StartFailed(
+                f"{files.name} was not ready after {timeout:g} s; see {files.log_file}. Last lines:\n{log_tail(files)}"
+            )
         time.sleep(0.5)
