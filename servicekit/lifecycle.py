@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 from typing import Protocol
 
+from servicekit.grpc_server import ServiceServer
 from servicekit.logs import configure_logging
 from servicekit.metrics_http import serve_metrics
 from servicekit.settings import ServiceSettings
@@ -28,6 +29,21 @@ class ServiceApp(Protocol):
     async def until_failed(self) -> BaseException | None:
         """Returns when background work (a consume loop) has died."""
         ...
+
+
+class GrpcApp:
+    """Base of the apps whose work is answering RPCs on self.server; an app
+    with background work overrides until_failed."""
+
+    server: ServiceServer
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def until_failed(self) -> BaseException | None:
+        await asyncio.Event().wait()
+        return None
 
 
 async def wait_for_termination_signal() -> None:

@@ -139,6 +139,16 @@ log4j.logger.org.apache.kafka.controller=WARN
 """
 
 
+def _java_server_directories(layout: Layout, name: str) -> tuple[Path, Path, Path]:
+    """The server's jars (fetched if needed), and its config and data
+    directories (created if needed)."""
+    jars = fetch_jars(layout, name)
+    conf, data = layout.conf(name), layout.data(name)
+    conf.mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
+    return jars, conf, data
+
+
 @dataclass(frozen=True)
 class Kafka:
     name: str = "kafka"
@@ -151,10 +161,7 @@ class Kafka:
         fetch_jars(layout, self.name)
 
     def prepare(self, layout: Layout) -> list[str]:
-        jars = fetch_jars(layout, self.name)
-        conf, data = layout.conf(self.name), layout.data(self.name)
-        conf.mkdir(parents=True, exist_ok=True)
-        data.mkdir(parents=True, exist_ok=True)
+        jars, conf, data = _java_server_directories(layout, self.name)
         properties = conf / "server.properties"
         properties.write_text(
             KAFKA_PROPERTIES.format(
@@ -317,10 +324,7 @@ class Cassandra:
         fetch_jars(layout, self.name)
 
     def prepare(self, layout: Layout) -> list[str]:
-        jars = fetch_jars(layout, self.name)
-        conf, data = layout.conf(self.name), layout.data(self.name)
-        conf.mkdir(parents=True, exist_ok=True)
-        data.mkdir(parents=True, exist_ok=True)
+        jars, conf, data = _java_server_directories(layout, self.name)
         ports = layout.ports
         (conf / "cassandra.yaml").write_text(
             CASSANDRA_YAML.format(storage_port=ports.cassandra_storage, native_port=ports.cassandra, data=data)

@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from petitions.v1 import identity_pb2, identity_pb2_grpc
 from servicekit.errors import not_yet_available
 from servicekit.grpc_server import ServiceServer
-from servicekit.lifecycle import run_service
+from servicekit.lifecycle import GrpcApp, run_service
 from servicekit.signer_credential import SignerClaims
 from services.identity.exchange import CredentialIssuer, IssuedCredential
 from services.identity.http_fetcher import HttpDocumentFetcher
@@ -84,7 +84,7 @@ def claims_message(claims: SignerClaims) -> identity_pb2.SignerClaims:
     )
 
 
-class IdentityApp:
+class IdentityApp(GrpcApp):
     """Everything identity runs, with one start/stop pair."""
 
     def __init__(self, settings: IdentitySettings):
@@ -107,15 +107,6 @@ class IdentityApp:
         identity_pb2_grpc.add_IdentityServicer_to_server(
             IdentityServicer(issuer, keyring, settings.verification_keys_cache_seconds), self.server.server
         )
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    async def until_failed(self) -> BaseException | None:
-        # Nothing runs in the background here: only a signal stops it.
-        await asyncio.Event().wait()
-        return None
 
     async def start(self) -> None:
         await self.fetcher.start()

@@ -12,7 +12,7 @@ import structlog
 from petitions.v1 import petition_pb2, signing_pb2, signing_pb2_grpc
 from servicekit.errors import DomainError, ErrorKind, not_yet_available
 from servicekit.grpc_server import ServiceServer
-from servicekit.lifecycle import run_service
+from servicekit.lifecycle import GrpcApp, run_service
 from servicekit.stores import CassandraSession, idempotent_producer, redis_client
 from services.catalogue.cache import CachedCatalogue
 from services.catalogue.messages import STATE_FROM_PROTO, petition_message, timestamp
@@ -107,7 +107,7 @@ def sign_response(receipt: Receipt) -> signing_pb2.SignResponse:
     return response
 
 
-class SigningApp:
+class SigningApp(GrpcApp):
     """Everything signing runs, with one start/stop pair."""
 
     def __init__(self, settings: SigningSettings):
@@ -131,15 +131,6 @@ class SigningApp:
             SigningServicer(intake, CatalogueAdmin(self.store, catalogue), settings.read_secret(ADMIN_TOKEN_FILE)),
             self.server.server,
         )
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    async def until_failed(self) -> BaseException | None:
-        # Nothing runs in the background here: only a signal stops it.
-        await asyncio.Event().wait()
-        return None
 
     async def start(self) -> None:
         await self.cassandra.start()

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from petitions.v1 import tally_pb2, tally_pb2_grpc
 from servicekit.errors import not_yet_available
 from servicekit.grpc_server import ServiceServer
-from servicekit.lifecycle import run_service
+from servicekit.lifecycle import GrpcApp, run_service
 from servicekit.stores import CassandraSession, idempotent_producer, redis_client
 from services.catalogue.cache import CachedCatalogue
 from services.catalogue.messages import timestamp
@@ -54,7 +54,7 @@ def tally_message(snapshot: TallySnapshot) -> tally_pb2.PetitionTally:
     )
 
 
-class TallyApp:
+class TallyApp(GrpcApp):
     """Everything tally runs, with one start/stop pair."""
 
     def __init__(self, settings: TallySettings):
@@ -105,10 +105,6 @@ class TallyApp:
         await self.consumer.start()
         self._consuming = asyncio.create_task(self.loop.run(), name="consume-signatures")
         await self.server.start()
-
-    @property
-    def port(self) -> int:
-        return self.server.port
 
     async def until_failed(self) -> BaseException | None:
         assert self._consuming is not None, "start() first"
