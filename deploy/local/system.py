@@ -39,22 +39,37 @@ class Service:
     module: str
     port: int
     metrics_port: int
-    kind: str  # "grpc" or "http"
+    # "grpc": ready when its health check says SERVING; "tcp": when it listens.
+    kind: str
+    # Command-line arguments, given the layout (dev tools take their paths so).
+    arguments: Callable[[Layout], list[str]] = lambda layout: []
 
     def argv(self, layout: Layout) -> list[str]:
-        argv = [sys.executable, "-m", self.module]
-        if self.kind == "http":
-            argv += ["--port", str(self.port), "--secrets-dir", str(layout.run_dir / "secrets")]
-        return argv
+        return [sys.executable, "-m", self.module, *self.arguments(layout)]
 
     def ready(self) -> bool:
-        if self.kind == "http":
+        if self.kind == "tcp":
             return port_open(self.port)
         return _serving(f"127.0.0.1:{self.port}")
 
 
 SERVICES = (
-    Service("devidp", "services.devidp", 8461, 0, "http"),
+    Service(
+        "devidp",
+        "services.devidp",
+        8461,
+        0,
+        "tcp",
+        lambda layout: ["--port", "8461", "--secrets-dir", str(layout.run_dir / "secrets")],
+    ),
+    Service(
+        "devsmtp",
+        "services.devsmtp",
+        8025,
+        0,
+        "tcp",
+        lambda layout: ["--port", "8025", "--mail-dir", str(layout.run_dir / "mail")],
+    ),
     Service("identity", "services.identity", 50061, 9161, "grpc"),
     Service("signing", "services.signing", 50062, 9162, "grpc"),
     Service("tally", "services.tally", 50063, 9163, "grpc"),
@@ -161,6 +176,7 @@ The system is up. Try:
   .venv/bin/petitions dev-sign --persona bob --territory 13
   .venv/bin/petitions tally demo                           # the live count, by territory and country
 
+Dev mailbox:           {mail}/  (one-time codes sent by identity land here)
 Metrics (Prometheus):  http://127.0.0.1:9161/metrics (identity)  :9162 (signing)  :9163 (tally)
 Logs:                  {logs}/
 Stop everything:       make down
@@ -176,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if options.command == "up":
             system.up(say)
-            say(NEXT_STEPS.format(logs=system.layout.logs()))
+            say(NEXT_STEPS.format(logs=system.layout.logs(), mail=system.layout.run_dir / "mail"))
         elif options.command == "down":
             system.down(say)
         else:

@@ -8,7 +8,9 @@ from datetime import date
 from servicekit import signer_credential
 from servicekit.errors import DomainError, ErrorKind, invalid
 from servicekit.signer_credential import SignerClaims
-from services.identity.keyring import KeyRing
+from services.identity.guard import RequestGuard
+from services.identity.keyring import ReloadingKeyRing
+from services.identity.metrics import CREDENTIALS_ISSUED
 from services.identity.oidc import IdTokenRejected, IdTokenVerifier, ProviderUnavailable, VerifiedIdToken
 from services.identity.pseudonym import oidc_pseudonym
 
@@ -23,20 +25,37 @@ class IssuedCredential:
     claims: SignerClaims
 
 
-class CredentialIssuer:
-    """Exchanges proofs of identity for signer credentials."""
+class CredentialSigner:
+    """Signs credentials with the key ring's current key."""
 
-    def __init__(self, verifier: IdTokenVerifier, keyring: KeyRing, pseudonym_secret: bytes, ttl_seconds: int):
-        self._verifier = verifier
+    def __init__(self, keyring: ReloadingKeyRing, ttl_seconds: int):
         self._keyring = keyring
-        self._secret = pseudonym_secret
         self._ttl = ttl_seconds
 
-    async def exchange_id_token(self, id_token: str, nonce: str) -> IssuedCredential:
+    def issue(self, claims: SignerClaims) -> IssuedCredential:
+        token, expires_at = signer_credential.issue(self._keyring.current.signing_key, claims, self._ttl)
+        CREDENTIALS_ISSUED.labels(claims.method).inc()
+        return IssuedCredential(token=token, expires_at=expires_at, claims=claims)
+
+
+class IdTokenExchange:
+    """Exchanges OpenID Connect ID tokens for signer credentials."""
+
+    def __init__(
+        self, verifier: IdTokenVerifier, signer: CredentialSigner, pseudonym_secret: bytes, guard: RequestGuard
+    ):
+        self._verifier = verifier
+        self._signer = signer
+        self._secret = pseudonym_secret
+        self._guard = guard
+
+    async def exchange(self, id_token: str, nonce: str, client_ip: str) -> IssuedCredential:
         if not id_token:
             raise invalid("id_token", "is required")
         if len(id_token) > MAX_TOKEN_LENGTH:
             raise invalid("id_token", f"is longer than {MAX_TOKEN_LENGTH} characters")
+        self._guard.check_blocked(ip=client_ip)
+        await self._guard.take(ip=client_ip)
         try:
             verified = await self._verifier.verify(id_token, nonce)
         except IdTokenRejected as error:
@@ -45,11 +64,9 @@ class CredentialIssuer:
             raise DomainError(
                 ErrorKind.UNAVAILABLE, "PROVIDER_UNAVAILABLE", str(error), retry_after_seconds=5
             ) from None
-        return self._issue(claims_of(verified, self._secret))
-
-    def _issue(self, claims: SignerClaims) -> IssuedCredential:
-        token, expires_at = signer_credential.issue(self._keyring.signing_key, claims, self._ttl)
-        return IssuedCredential(token=token, expires_at=expires_at, claims=claims)
+        claims = claims_of(verified, self._secret)
+        await self._guard.take(signer=claims.signer)
+        return self._signer.issue(claims)
 
 
 def claims_of(verified: VerifiedIdToken, secret: bytes) -> SignerClaims:

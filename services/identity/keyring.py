@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from servicekit.signer_credential import load_private_key, public_jwks
+from servicekit.signer_credential import key_id, load_private_key, public_jwks
 
 KEYS_DIRECTORY = "identity-keys"
 
@@ -25,6 +25,9 @@ class KeyRing:
     def jwks_json(self) -> str:
         return public_jwks(list(self.published))
 
+    def key_ids(self) -> list[str]:
+        return [key_id(k) for k in self.published]
+
 
 def load_keyring(directory: Path) -> KeyRing:
     files = sorted(directory.glob("*.pem"))
@@ -32,3 +35,24 @@ def load_keyring(directory: Path) -> KeyRing:
         raise SystemExit(f"no signing key (*.pem) in {directory} (run `petitions dev-secrets` locally)")
     keys = [load_private_key(f.read_bytes()) for f in files]
     return KeyRing(signing_key=keys[-1], published=tuple(k.public_key() for k in reversed(keys)))
+
+
+class ReloadingKeyRing:
+    """The key ring as the key directory says it is now: re-read
+    periodically, so adding a key (rotation) or deleting one (retirement)
+    takes effect without a restart."""
+
+    def __init__(self, directory: Path):
+        self._directory = directory
+        self.current = load_keyring(directory)
+
+    def reload(self) -> bool:
+        """Re-reads the directory; True when the set of keys changed. A
+        directory left without keys keeps the last good ring."""
+        files = sorted(self._directory.glob("*.pem"))
+        if not files:
+            return False
+        ring = load_keyring(self._directory)
+        changed = ring.jwks_json() != self.current.jwks_json()
+        self.current = ring
+        return changed

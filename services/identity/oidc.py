@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import jwt
 
+from services.identity.metrics import JWKS_FETCHES
 from services.identity.settings import IssuerConfig
 
 
@@ -118,7 +119,9 @@ class IdTokenVerifier:
                 discovery = await self._fetcher.fetch_json(issuer.discovery)
                 jwks = await self._fetcher.fetch_json(str(discovery["jwks_uri"]))
             except (TimeoutError, KeyError, OSError, ValueError) as error:
+                JWKS_FETCHES.labels(issuer.issuer, "failed").inc()
                 raise ProviderUnavailable(f"cannot fetch keys of {issuer.issuer}: {error!r}") from error
+            JWKS_FETCHES.labels(issuer.issuer, "fetched").inc()
             keys: dict[str, jwt.PyJWK] = {}
             for jwk in jwks.get("keys", []):
                 if jwk.get("use", "sig") != "sig" or "kid" not in jwk:

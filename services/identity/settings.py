@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from servicekit.settings import ServiceSettings
+from services.identity.rate_limits import RateLimit
 
 
 class IssuerConfig(BaseModel):
@@ -35,6 +36,18 @@ class IssuerConfig(BaseModel):
 DEV_ISSUER = IssuerConfig(issuer="http://127.0.0.1:8461", audience="petitions-dev", mode="anonymous")
 
 
+DEFAULT_LIMITS = {
+    # Everything one client address may ask for: generous, because many
+    # people share an address behind a carrier or company NAT.
+    "ip": RateLimit(burst=60, per_minute=60),
+    # Codes sent to one mailbox, and sign-ins of one person.
+    "mailbox": RateLimit(burst=3, per_minute=1),
+    "signer": RateLimit(burst=20, per_minute=10),
+    # Codes sent to one email domain: bounds abuse of throwaway domains.
+    "email_domain": RateLimit(burst=500, per_minute=600),
+}
+
+
 class IdentitySettings(ServiceSettings):
     grpc_address: str = "127.0.0.1:50061"
     metrics_port: int = 9161
@@ -49,3 +62,21 @@ class IdentitySettings(ServiceSettings):
     # Max clock skew accepted on ID token iat/nbf/exp.
     id_token_leeway_seconds: int = 30
     grace_seconds: float = 5.0
+    # How often the key directory is re-read (rotation without restart).
+    keyring_reload_seconds: float = 30.0
+
+    # Email one-time codes.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_from: str = "Petitions <no-reply@petitions.localhost>"
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    # A file name in the secrets directory; empty for an open relay (dev).
+    smtp_password_file: str = ""
+    code_ttl_seconds: int = 600
+    code_attempts: int = 5
+
+    # Fraud limits per scope ("ip", "mailbox", "signer", "email_domain").
+    rate_limits: dict[str, RateLimit] = DEFAULT_LIMITS
+    blocked_email_domains: frozenset[str] = frozenset()
+    blocked_ip_networks: tuple[str, ...] = ()

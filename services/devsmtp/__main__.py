@@ -1,0 +1,3 @@
+from services.devsmtp.server import main
+
+main()

@@ -1,0 +1,120 @@
+"""Proving control of a mailbox with a one-time code.
+
+The address is used twice and then forgotten: to derive the pseudonym and to
+send the code. Redis sees only the pseudonym and a keyed hash of the code.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from servicekit.errors import DomainError, ErrorKind, invalid
+from servicekit.signer_credential import SignerClaims
+from services.identity.email_address import InvalidEmail, normalise
+from services.identity.exchange import CredentialSigner, IssuedCredential
+from services.identity.guard import RequestGuard
+from services.identity.mailer import CodeMailer, MailNotSent
+from services.identity.metrics import CODES_SENT
+from services.identity.one_time_codes import CheckResult, CodeStoreUnavailable, OneTimeCodes
+from services.identity.pseudonym import email_pseudonym
+
+CODE = re.compile(r"^[0-9]{6}$")
+COUNTRY = re.compile(r"^[A-Z]{2}$")
+TERRITORY = re.compile(r"^[A-Za-z0-9-]{1,16}$")
+MAX_VERIFICATION_ID = 64
+
+
+@dataclass(frozen=True)
+class StartedVerification:
+    verification_id: str
+    expires_at: float
+
+
+def _unavailable(error: Exception) -> DomainError:
+    return DomainError(ErrorKind.UNAVAILABLE, "CODE_STORE_UNAVAILABLE", str(error), retry_after_seconds=2)
+
+
+class EmailVerification:
+    def __init__(
+        self,
+        codes: OneTimeCodes,
+        mailer: CodeMailer,
+        signer: CredentialSigner,
+        pseudonym_secret: bytes,
+        guard: RequestGuard,
+    ):
+        self._codes = codes
+        self._mailer = mailer
+        self._signer = signer
+        self._secret = pseudonym_secret
+        self._guard = guard
+
+    async def begin(self, email: str, country: str, territory: str, client_ip: str) -> StartedVerification:
+        if not email:
+            raise invalid("email", "is required")
+        try:
+            mailbox = normalise(email)
+        except InvalidEmail as error:
+            raise invalid("email", str(error)) from None
+        if country and not COUNTRY.match(country):
+            raise invalid("country", "must be an ISO 3166-1 alpha-2 code such as FR")
+        if territory and not TERRITORY.match(territory):
+            raise invalid("territory", "must be 1 to 16 letters, digits or '-'")
+        self._guard.check_blocked(ip=client_ip, domain=mailbox.domain)
+        signer = email_pseudonym(self._secret, mailbox.address)
+        await self._guard.take(ip=client_ip, email_domain=mailbox.domain, mailbox=signer)
+        try:
+            issued = await self._codes.issue(signer, country, territory)
+        except CodeStoreUnavailable as error:
+            raise _unavailable(error) from None
+        try:
+            # The code goes to the address as the person typed it: that is
+            # the mailbox they read, whatever the canonical form.
+            await self._mailer.send_code(email.strip(), issued.code, self._codes.ttl_seconds // 60)
+        except MailNotSent as error:
+            await self._codes.forget(issued.verification_id)
+            raise DomainError(ErrorKind.UNAVAILABLE, "MAIL_UNAVAILABLE", str(error), retry_after_seconds=30) from None
+        CODES_SENT.inc()
+        return StartedVerification(issued.verification_id, time.time() + self._codes.ttl_seconds)
+
+    async def complete(self, verification_id: str, code: str, client_ip: str) -> IssuedCredential:
+        if not verification_id or len(verification_id) > MAX_VERIFICATION_ID:
+            raise invalid("verification_id", "is required and at most 64 characters")
+        if not CODE.match(code):
+            raise invalid("code", "must be the 6 digits from the email")
+        self._guard.check_blocked(ip=client_ip)
+        await self._guard.take(ip=client_ip)
+        try:
+            checked = await self._codes.check(verification_id, code)
+        except CodeStoreUnavailable as error:
+            raise _unavailable(error) from None
+        if checked.result is CheckResult.GONE:
+            raise DomainError(
+                ErrorKind.NOT_FOUND,
+                "VERIFICATION_NOT_FOUND",
+                "this verification has expired or does not exist; ask for a new code",
+            )
+        if checked.result is CheckResult.EXHAUSTED:
+            raise DomainError(
+                ErrorKind.RESOURCE_EXHAUSTED,
+                "TOO_MANY_ATTEMPTS",
+                "too many wrong codes; ask for a new code",
+            )
+        if checked.result is CheckResult.WRONG:
+            raise DomainError(
+                ErrorKind.UNAUTHENTICATED,
+                "CODE_MISMATCH",
+                f"the code is not right; {checked.attempts_left} attempt(s) left",
+            )
+        return self._signer.issue(
+            SignerClaims(
+                signer=checked.signer,
+                method="email",
+                assurance_level="email",
+                country=checked.country,
+                territory=checked.territory,
+                adult=False,
+            )
+        )

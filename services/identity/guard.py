@@ -1,0 +1,58 @@
+"""Applies the fraud limits to a request and turns a refusal into the API's
+error: RESOURCE_EXHAUSTED with a retry delay, or PERMISSION_DENIED for a
+block list."""
+
+from __future__ import annotations
+
+from servicekit.errors import DomainError, ErrorKind, invalid
+from services.identity.metrics import RATE_LIMITED
+from services.identity.rate_limits import FraudLimits, LimitsUnavailable, Refusal
+
+_WHAT = {
+    "ip": "this network address",
+    "mailbox": "this email address",
+    "signer": "this person",
+    "email_domain": "this email domain",
+}
+
+
+def _error(refusal: Refusal) -> DomainError:
+    RATE_LIMITED.labels(refusal.scope).inc()
+    what = _WHAT.get(refusal.scope, refusal.scope)
+    if refusal.blocked:
+        return DomainError(ErrorKind.PERMISSION_DENIED, "BLOCKED", f"requests from {what} are not accepted")
+    return DomainError(
+        ErrorKind.RESOURCE_EXHAUSTED,
+        "RATE_LIMITED",
+        f"too many requests for {what}; retry in {refusal.retry_after_seconds:.0f} s",
+        retry_after_seconds=refusal.retry_after_seconds,
+    )
+
+
+class RequestGuard:
+    def __init__(self, limits: FraudLimits):
+        self._limits = limits
+
+    def check_blocked(self, *, ip: str = "", domain: str = "") -> None:
+        try:
+            refusal = self._limits.blocked(ip=ip, domain=domain)
+        except ValueError:
+            raise invalid("client_ip", "is not an IPv4 or IPv6 address") from None
+        if refusal is not None:
+            raise _error(refusal)
+
+    async def take(self, **scoped_values: str) -> None:
+        """Takes one request from each named scope's bucket, e.g.
+        take(ip=..., mailbox=...); the first empty bucket refuses."""
+        for scope, value in scoped_values.items():
+            try:
+                refusal = await self._limits.take(scope, value)
+            except LimitsUnavailable as error:
+                raise DomainError(
+                    ErrorKind.UNAVAILABLE,
+                    "LIMITS_UNAVAILABLE",
+                    f"rate limits cannot be checked: {error}",
+                    retry_after_seconds=2,
+                ) from None
+            if refusal is not None:
+                raise _error(refusal)
