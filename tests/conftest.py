@@ -14,6 +14,7 @@ import pytest
 import redis
 from aiokafka.admin import AIOKafkaAdminClient
 from cassandra.cluster import Cluster
+from cassandra.policies import DCAwareRoundRobinPolicy
 
 from servicekit.settings import CommonSettings
 from tests.harness import REPO, Namespace, ServiceProcess, free_port, run_cli, start_service, wait_http, wait_serving
@@ -43,7 +44,17 @@ def stack() -> CommonSettings:
 @pytest.fixture(scope="session")
 def namespace(stack: CommonSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Namespace]:
     namespace = Namespace(tmp_path_factory.mktemp("system"), uuid.uuid4().hex[:8], TEST_REDIS_DB)
-    for name in ("devidp", "identity", "signing", "tally", "identity-metrics", "signing-metrics", "tally-metrics"):
+    for name in (
+        "devidp",
+        "devidp-identified",
+        "devsmtp",
+        "identity",
+        "signing",
+        "tally",
+        "identity-metrics",
+        "signing-metrics",
+        "tally-metrics",
+    ):
         namespace.ports[name] = free_port()
     redis_db = redis.Redis.from_url(namespace.env(stack)["PETITIONS_REDIS_URL"])
     redis_db.flushdb()
@@ -54,7 +65,12 @@ def namespace(stack: CommonSettings, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def _drop_namespace(stack: CommonSettings, namespace: Namespace) -> None:
-    cluster = Cluster(list(stack.cassandra_hosts), port=stack.cassandra_port, protocol_version=5)
+    cluster = Cluster(
+        list(stack.cassandra_hosts),
+        port=stack.cassandra_port,
+        protocol_version=5,
+        load_balancing_policy=DCAwareRoundRobinPolicy(),
+    )
     try:
         cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {namespace.keyspace}", timeout=60)
     finally:
@@ -83,16 +99,15 @@ def system(stack: CommonSettings, namespace: Namespace) -> Iterator[SystemClient
         assert result.returncode == 0, f"petitions {command[0]} failed:\n{result.stdout}\n{result.stderr}"
     processes: list[ServiceProcess] = []
     try:
-        devidp = start_service(
-            "devidp",
-            "services.devidp",
-            ["--port", str(namespace.ports["devidp"]), "--secrets-dir", str(namespace.secrets_dir)],
-            env,
-            {},
-            logs,
-        )
-        processes.append(devidp)
-        wait_http(devidp, namespace.ports["devidp"])
+        dev_tools = {
+            "devidp": ("services.devidp", ["--secrets-dir", str(namespace.secrets_dir)]),
+            "devidp-identified": ("services.devidp", ["--secrets-dir", str(namespace.secrets_dir)]),
+            "devsmtp": ("services.devsmtp", ["--mail-dir", str(namespace.mail_dir)]),
+        }
+        for name, (module, arguments) in dev_tools.items():
+            tool = start_service(name, module, ["--port", str(namespace.ports[name]), *arguments], env, {}, logs)
+            processes.append(tool)
+            wait_http(tool, namespace.ports[name])
         for name, module in SERVICES.items():
             service = start_service(
                 name,

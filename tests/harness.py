@@ -22,6 +22,14 @@ from servicekit.settings import CommonSettings
 
 REPO = Path(__file__).resolve().parent.parent
 
+JWKS_REFETCH_INTERVAL_SECONDS = 2.0
+TEST_RATE_LIMITS = {
+    "ip": {"burst": 5, "per_minute": 60},
+    "mailbox": {"burst": 3, "per_minute": 1},
+    "signer": {"burst": 50, "per_minute": 600},
+    "email_domain": {"burst": 1000, "per_minute": 6000},
+}
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -80,7 +88,17 @@ class Namespace:
 
     @property
     def devidp_url(self) -> str:
+        """The anonymous-mode provider (like FranceConnect's anonymous mode)."""
         return f"http://127.0.0.1:{self.ports['devidp']}"
+
+    @property
+    def identified_devidp_url(self) -> str:
+        """A second provider, trusted in identified mode."""
+        return f"http://127.0.0.1:{self.ports['devidp-identified']}"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.work_dir / "mail"
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
@@ -88,7 +106,10 @@ class Namespace:
     def env(self, stack: CommonSettings) -> dict[str, str]:
         """The environment every service and CLI call of this namespace gets."""
         redis_base = stack.redis_url.rsplit("/", 1)[0]
-        issuer = {"issuer": self.devidp_url, "audience": "petitions-test", "mode": "anonymous"}
+        issuers = [
+            {"issuer": self.devidp_url, "audience": "petitions-test", "mode": "anonymous"},
+            {"issuer": self.identified_devidp_url, "audience": "petitions-test", "mode": "identified"},
+        ]
         return {
             **os.environ,
             "PETITIONS_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
@@ -98,7 +119,16 @@ class Namespace:
             "PETITIONS_TOPIC_PREFIX": self.topic_prefix,
             "PETITIONS_CONSUMER_GROUP": self.consumer_group,
             "PETITIONS_SECRETS_DIR": str(self.secrets_dir),
-            "PETITIONS_OIDC_ISSUERS": json.dumps([issuer]),
+            "PETITIONS_OIDC_ISSUERS": json.dumps(issuers),
+            "PETITIONS_SMTP_PORT": str(self.ports["devsmtp"]),
+            "PETITIONS_JWKS_REFETCH_INTERVAL_SECONDS": str(JWKS_REFETCH_INTERVAL_SECONDS),
+            # Key rotation shows within seconds rather than minutes.
+            "PETITIONS_KEYRING_RELOAD_SECONDS": "0.5",
+            "PETITIONS_VERIFICATION_KEYS_CACHE_SECONDS": "1",
+            # Small enough for a test to exhaust and see refill within seconds.
+            "PETITIONS_RATE_LIMITS": json.dumps(TEST_RATE_LIMITS),
+            "PETITIONS_BLOCKED_EMAIL_DOMAINS": json.dumps(["blocked.example"]),
+            "PETITIONS_BLOCKED_IP_NETWORKS": json.dumps(["203.0.113.0/24"]),
             "PETITIONS_IDENTITY_ADDRESS": self.address("identity"),
             "PETITIONS_SIGNING_ADDRESS": self.address("signing"),
             "PETITIONS_TALLY_ADDRESS": self.address("tally"),

@@ -5,7 +5,10 @@ real stores, as an auditor would."""
 from __future__ import annotations
 
 import asyncio
+import email
+import email.message
 import json
+import re
 import time
 import urllib.request
 import uuid
@@ -15,6 +18,7 @@ from typing import Any
 import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from cassandra.cluster import Cluster, Session
+from cassandra.policies import DCAwareRoundRobinPolicy
 
 from petitions.v1 import (
     events_pb2,
@@ -49,9 +53,17 @@ class SystemClient:
         self.identity = identity_pb2_grpc.IdentityStub(self.channels["identity"])
         self.signing = signing_pb2_grpc.SigningStub(self.channels["signing"])
         self.tally = tally_pb2_grpc.TallyStub(self.channels["tally"])
-        self._cluster = Cluster(list(stack.cassandra_hosts), port=stack.cassandra_port, protocol_version=5)
+        self._cluster = Cluster(
+            list(stack.cassandra_hosts),
+            port=stack.cassandra_port,
+            protocol_version=5,
+            load_balancing_policy=DCAwareRoundRobinPolicy(),
+        )
         self.cassandra: Session = self._cluster.connect(namespace.keyspace)
         self._personas: dict[str, tuple[str, str, str]] = {}
+        # Every raw identity the tests used (subjects, names, emails): none
+        # may ever be found in Kafka, Redis or Cassandra.
+        self.raw_identities: set[str] = set()
 
     def close(self) -> None:
         for channel in self.channels.values():
@@ -64,18 +76,31 @@ class SystemClient:
 
     # identity
 
-    def id_token(self, persona: str, country: str = "FR", territory: str = "75", audience: str = "") -> str:
+    def id_token(
+        self,
+        persona: str,
+        country: str = "FR",
+        territory: str = "75",
+        audience: str = "",
+        *,
+        identified: bool = False,
+        birthdate: str = "1990-01-01",
+    ) -> str:
+        """An ID token from the dev provider: the anonymous-mode one, or with
+        identified=True the identified-mode one (name and birthdate)."""
+        self.raw_identities.update({f"dev-persona:{persona}", persona, persona.title()})
         body = json.dumps(
             {
                 "persona": persona,
                 "audience": audience or "petitions-test",
                 "country": country,
                 "territory": territory,
+                "identified": identified,
+                "birthdate": birthdate,
             }
         ).encode()
-        request = urllib.request.Request(
-            f"{self.namespace.devidp_url}/dev/id-token", body, {"content-type": "application/json"}
-        )
+        provider = self.namespace.identified_devidp_url if identified else self.namespace.devidp_url
+        request = urllib.request.Request(f"{provider}/dev/id-token", body, {"content-type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as response:
             return str(json.load(response)["id_token"])
 
@@ -90,6 +115,73 @@ class SystemClient:
         """A fresh credential for the person who holds `credential`."""
         persona = self._personas[credential.claims.signer]
         return self.credential(*persona)
+
+    def exchange(self, id_token: str, client_ip: str = "") -> identity_pb2.SignerCredential:
+        reply: identity_pb2.SignerCredential = self.identity.ExchangeIdToken(
+            identity_pb2.ExchangeIdTokenRequest(id_token=id_token, client_ip=client_ip), timeout=10
+        )
+        return reply
+
+    def begin_email(
+        self, email: str, country: str = "FR", territory: str = "75", client_ip: str = ""
+    ) -> identity_pb2.BeginEmailVerificationResponse:
+        self.raw_identities.add(email.strip())
+        reply: identity_pb2.BeginEmailVerificationResponse = self.identity.BeginEmailVerification(
+            identity_pb2.BeginEmailVerificationRequest(
+                email=email, country=country, territory=territory, client_ip=client_ip
+            ),
+            timeout=15,
+        )
+        return reply
+
+    def complete_email(self, verification_id: str, code: str, client_ip: str = "") -> identity_pb2.SignerCredential:
+        reply: identity_pb2.SignerCredential = self.identity.CompleteEmailVerification(
+            identity_pb2.CompleteEmailVerificationRequest(
+                verification_id=verification_id, code=code, client_ip=client_ip
+            ),
+            timeout=10,
+        )
+        return reply
+
+    def mail_to(self, address: str, timeout: float = 10.0) -> list[email.message.Message]:
+        """Messages the dev SMTP sink received for address, oldest first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = []
+            for path in sorted(self.namespace.mail_dir.glob("*.eml")):
+                message = email.message_from_bytes(path.read_bytes())
+                if address in message.get_all("X-Delivered-To", []):
+                    found.append(message)
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+
+    def code_sent_to(self, address: str) -> str:
+        """The one-time code in the newest message to address."""
+        messages = self.mail_to(address)
+        assert messages, f"no email reached {address}"
+        payload = messages[-1].get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        body = payload.decode()
+        match = re.search(r"\b(\d{6})\b", body)
+        assert match, f"no code in the email: {body!r}"
+        return match.group(1)
+
+    def email_credential(self, address: str, territory: str = "75") -> identity_pb2.SignerCredential:
+        started = self.begin_email(address, territory=territory)
+        return self.complete_email(started.verification_id, self.code_sent_to(address))
+
+    def metrics(self, service: str) -> str:
+        port = self.namespace.ports[f"{service}-metrics"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    def metric_value(self, service: str, sample: str) -> float:
+        """The value of one sample, e.g. 'name{label="x"}'; 0 when absent."""
+        for line in self.metrics(service).splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
 
     # signing
 

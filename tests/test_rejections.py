@@ -10,12 +10,11 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
-from petitions.v1 import identity_pb2, signing_pb2, tally_pb2
+from petitions.v1 import signing_pb2, tally_pb2
 from servicekit import signer_credential
 from servicekit.signer_credential import SignerClaims
+from tests.errors import rejection as read_rejection
 from tests.system import SystemClient
 
 pytestmark = pytest.mark.stack
@@ -23,19 +22,8 @@ pytestmark = pytest.mark.stack
 
 def rejection(call: grpc.RpcError) -> tuple[grpc.StatusCode, str, list[str]]:
     """The status code, ErrorInfo reason and BadRequest fields of a failed call."""
-    assert isinstance(call, grpc.Call)
-    status = rpc_status.from_call(call)
-    reason, fields = "", []
-    for detail in status.details if status else []:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
-    return call.code(), reason, fields
+    found = read_rejection(call)
+    return found.code, found.reason, found.fields
 
 
 @pytest.fixture
@@ -126,16 +114,6 @@ def test_malformed_fields_name_the_field(system: SystemClient) -> None:
         "INVALID_FIELD",
         ["credential"],
     )
-
-
-def test_identity_refuses_tokens_not_meant_for_it(system: SystemClient) -> None:
-    wrong_audience = system.id_token("eve", audience="someone-else")
-    with pytest.raises(grpc.RpcError) as raised:
-        system.identity.ExchangeIdToken(identity_pb2.ExchangeIdTokenRequest(id_token=wrong_audience), timeout=10)
-    assert rejection(raised.value)[:2] == (grpc.StatusCode.UNAUTHENTICATED, "ID_TOKEN_REJECTED")
-    with pytest.raises(grpc.RpcError) as raised:
-        system.identity.ExchangeIdToken(identity_pb2.ExchangeIdTokenRequest(id_token=""), timeout=10)
-    assert rejection(raised.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD", ["id_token"])
 
 
 def test_catalogue_changes_need_the_admin_token(system: SystemClient) -> None:

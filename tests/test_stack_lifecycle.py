@@ -22,6 +22,7 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from cassandra.cluster import Cluster
+from cassandra.policies import DCAwareRoundRobinPolicy
 
 from tests.harness import REPO, free_port
 
@@ -106,7 +107,7 @@ def isolated(tmp_path: Path) -> Iterator[IsolatedStack]:
 
 def _cql(port: int, *statements: str) -> list[tuple[object, ...]]:
     """Runs the statements; returns the rows of the last one."""
-    cluster = Cluster(["127.0.0.1"], port=port, protocol_version=5)
+    cluster = Cluster(["127.0.0.1"], port=port, protocol_version=5, load_balancing_policy=DCAwareRoundRobinPolicy())
     try:
         session = cluster.connect()
         rows: list[tuple[object, ...]] = []
