@@ -169,7 +169,7 @@ class SystemClient:
 
     def email_credential(self, address: str, territory: str = "75") -> identity_pb2.SignerCredential:
         started = self.begin_email(address, territory=territory)
-        return self.complete_email(started.verification_id, self.code_sent_to(address))
+        return self.complete_email(started.verification_id, self.code_sent_to(address.strip()))
 
     def metrics(self, service: str) -> str:
         port = self.namespace.ports[f"{service}-metrics"]
