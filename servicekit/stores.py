@@ -8,7 +8,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
-from cassandra.cluster import Cluster, ResponseFuture, Session
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
 from cassandra.policies import DCAwareRoundRobinPolicy
 
 from servicekit.settings import CommonSettings
@@ -36,6 +36,18 @@ def idempotent_producer(settings: CommonSettings, *, linger_ms: int = 2) -> AIOK
     )
 
 
+def cassandra_cluster(hosts: Sequence[str], port: int, connect_timeout: float = 10) -> Cluster:
+    """A driver Cluster for the given contact points, configured one way everywhere."""
+    profile = ExecutionProfile(load_balancing_policy=DCAwareRoundRobinPolicy(), request_timeout=30)
+    return Cluster(
+        list(hosts),
+        port=port,
+        protocol_version=5,
+        connect_timeout=connect_timeout,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+    )
+
+
 class CassandraSession:
     """A cassandra-driver session whose queries are awaited from asyncio.
 
@@ -44,13 +56,7 @@ class CassandraSession:
     """
 
     def __init__(self, settings: CommonSettings):
-        self._cluster = Cluster(
-            list(settings.cassandra_hosts),
-            port=settings.cassandra_port,
-            load_balancing_policy=DCAwareRoundRobinPolicy(),
-            protocol_version=5,
-            connect_timeout=10,
-        )
+        self._cluster = cassandra_cluster(settings.cassandra_hosts, settings.cassandra_port)
         self.keyspace = settings.keyspace
         self._session: Session | None = None
 

@@ -13,12 +13,17 @@ from pathlib import Path
 import pytest
 import redis
 from aiokafka.admin import AIOKafkaAdminClient
-from cassandra.cluster import Cluster
-from cassandra.policies import DCAwareRoundRobinPolicy
 
 from servicekit.settings import CommonSettings
+from servicekit.stores import cassandra_cluster
 from tests.harness import REPO, Namespace, ServiceProcess, free_port, run_cli, start_service, wait_http, wait_serving
 from tests.system import SystemClient
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Audits run after everything else, over what the whole suite wrote."""
+    items.sort(key=lambda item: item.get_closest_marker("audit") is not None)
+
 
 # Redis database for test sessions; the developer's system uses database 0.
 TEST_REDIS_DB = 1
@@ -65,12 +70,7 @@ def namespace(stack: CommonSettings, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def _drop_namespace(stack: CommonSettings, namespace: Namespace) -> None:
-    cluster = Cluster(
-        list(stack.cassandra_hosts),
-        port=stack.cassandra_port,
-        protocol_version=5,
-        load_balancing_policy=DCAwareRoundRobinPolicy(),
-    )
+    cluster = cassandra_cluster(stack.cassandra_hosts, stack.cassandra_port)
     try:
         cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {namespace.keyspace}", timeout=60)
     finally:

@@ -17,8 +17,8 @@ from typing import Any
 
 import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from cassandra.cluster import Cluster, Session
-from cassandra.policies import DCAwareRoundRobinPolicy
+from aiokafka.admin import AIOKafkaAdminClient
+from cassandra.cluster import Session
 
 from petitions.v1 import (
     events_pb2,
@@ -31,7 +31,20 @@ from petitions.v1 import (
     tally_pb2_grpc,
 )
 from servicekit.settings import CommonSettings
+from servicekit.stores import cassandra_cluster
 from tests.harness import Namespace
+
+
+async def topic_partitions(bootstrap: str, topics: list[str]) -> list[list[TopicPartition]]:
+    """Each topic's partitions, as the broker describes them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    by_name = {d["topic"]: sorted(p["partition"] for p in d["partitions"]) for d in described}
+    return [[TopicPartition(topic, p) for p in by_name.get(topic, [])] for topic in topics]
 
 
 @dataclass(frozen=True)
@@ -53,12 +66,7 @@ class SystemClient:
         self.identity = identity_pb2_grpc.IdentityStub(self.channels["identity"])
         self.signing = signing_pb2_grpc.SigningStub(self.channels["signing"])
         self.tally = tally_pb2_grpc.TallyStub(self.channels["tally"])
-        self._cluster = Cluster(
-            list(stack.cassandra_hosts),
-            port=stack.cassandra_port,
-            protocol_version=5,
-            load_balancing_policy=DCAwareRoundRobinPolicy(),
-        )
+        self._cluster = cassandra_cluster(stack.cassandra_hosts, stack.cassandra_port)
         self.cassandra: Session = self._cluster.connect(namespace.keyspace)
         self._personas: dict[str, tuple[str, str, str]] = {}
         # Every raw identity the tests used (subjects, names, emails): none
@@ -243,14 +251,11 @@ class SystemClient:
         return asyncio.run(self._end_offsets())
 
     async def _end_offsets(self) -> dict[int, int]:
+        partitions = (await topic_partitions(self.stack.kafka_bootstrap, [self.signatures_topic]))[0]
         consumer = AIOKafkaConsumer(bootstrap_servers=self.stack.kafka_bootstrap)
         await consumer.start()
         try:
-            partitions = consumer.partitions_for_topic(self.signatures_topic) or set()
-            if not partitions:
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(self.signatures_topic) or set()
-            ends = await consumer.end_offsets([TopicPartition(self.signatures_topic, p) for p in partitions])
+            ends = await consumer.end_offsets(partitions)
             return {tp.partition: offset for tp, offset in ends.items()}
         finally:
             await consumer.stop()

@@ -21,9 +21,8 @@ import pytest
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from cassandra.cluster import Cluster
-from cassandra.policies import DCAwareRoundRobinPolicy
 
+from servicekit.stores import cassandra_cluster
 from tests.harness import REPO, free_port
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(420)]
@@ -107,7 +106,7 @@ def isolated(tmp_path: Path) -> Iterator[IsolatedStack]:
 
 def _cql(port: int, *statements: str) -> list[tuple[object, ...]]:
     """Runs the statements; returns the rows of the last one."""
-    cluster = Cluster(["127.0.0.1"], port=port, protocol_version=5, load_balancing_policy=DCAwareRoundRobinPolicy())
+    cluster = cassandra_cluster(["127.0.0.1"], port)
     try:
         session = cluster.connect()
         rows: list[tuple[object, ...]] = []

@@ -369,10 +369,12 @@ class Cassandra:
         if not port_open(layout.ports.cassandra):
             return False
         from cassandra import DriverException
-        from cassandra.cluster import Cluster, NoHostAvailable
+        from cassandra.cluster import NoHostAvailable
         from cassandra.protocol import ErrorMessage
 
-        cluster = Cluster(["127.0.0.1"], port=layout.ports.cassandra, protocol_version=5, connect_timeout=3)
+        from servicekit.stores import cassandra_cluster
+
+        cluster = cassandra_cluster(["127.0.0.1"], layout.ports.cassandra, connect_timeout=3)
         try:
             session = cluster.connect()
             row = session.execute("SELECT release_version FROM system.local", timeout=5).one()

@@ -1,12 +1,16 @@
 """Identity's credential signing keys, loaded from the secrets directory.
 
-Every `*.pem` file in identity-keys/ is a key. The newest by file name signs;
-all of them are published, so a credential signed just before a rotation
-still verifies. Rotate by adding a newer file; retire by deleting the old one.
+Every `*.pem` file in identity-keys/ is a key, and every key is published
+(GetVerificationKeys). The newest key by file name signs, but only once it
+has been published for longer than verifiers may cache the key set: a
+verifier then always knows a key before it sees a credential signed with it.
+Rotate by adding a newer file; retire by deleting the old one once the
+credentials it signed have expired.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +33,16 @@ class KeyRing:
         return [key_id(k) for k in self.published]
 
 
-def load_keyring(directory: Path) -> KeyRing:
+def load_keyring(directory: Path, activation_delay_seconds: float, now: float | None = None) -> KeyRing:
     files = sorted(directory.glob("*.pem"))
     if not files:
         raise SystemExit(f"no signing key (*.pem) in {directory} (run `petitions dev-secrets` locally)")
-    keys = [load_private_key(f.read_bytes()) for f in files]
-    return KeyRing(signing_key=keys[-1], published=tuple(k.public_key() for k in reversed(keys)))
+    keys = [(f.stat().st_mtime, load_private_key(f.read_bytes())) for f in files]
+    moment = time.time() if now is None else now
+    active = [key for written, key in keys if moment - written >= activation_delay_seconds]
+    # With no key old enough (a first start), the oldest one signs.
+    signing = active[-1] if active else keys[0][1]
+    return KeyRing(signing_key=signing, published=tuple(key.public_key() for _, key in reversed(keys)))
 
 
 class ReloadingKeyRing:
@@ -42,17 +50,20 @@ class ReloadingKeyRing:
     periodically, so adding a key (rotation) or deleting one (retirement)
     takes effect without a restart."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, activation_delay_seconds: float):
         self._directory = directory
-        self.current = load_keyring(directory)
+        self._delay = activation_delay_seconds
+        self.current = load_keyring(directory, activation_delay_seconds)
 
     def reload(self) -> bool:
-        """Re-reads the directory; True when the set of keys changed. A
-        directory left without keys keeps the last good ring."""
-        files = sorted(self._directory.glob("*.pem"))
-        if not files:
+        """Re-reads the directory; True when the published keys or the
+        signing key changed. A directory left without keys keeps the last
+        good ring."""
+        if not any(self._directory.glob("*.pem")):
             return False
-        ring = load_keyring(self._directory)
-        changed = ring.jwks_json() != self.current.jwks_json()
+        ring = load_keyring(self._directory, self._delay)
+        before = self.current
         self.current = ring
-        return changed
+        return ring.jwks_json() != before.jwks_json() or key_id(ring.signing_key.public_key()) != key_id(
+            before.signing_key.public_key()
+        )

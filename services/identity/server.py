@@ -102,7 +102,12 @@ class IdentityApp(GrpcApp):
         self.settings = settings
         self.fetcher = HttpDocumentFetcher()
         self.redis = redis_client(settings)
-        self.keyring = ReloadingKeyRing(settings.secret_file(KEYS_DIRECTORY))
+        # A new key signs only once every verifier's cached key set has had
+        # time to expire and include it.
+        self.keyring = ReloadingKeyRing(
+            settings.secret_file(KEYS_DIRECTORY),
+            activation_delay_seconds=settings.verification_keys_cache_seconds + settings.keyring_reload_seconds,
+        )
         secret = settings.read_secret(PSEUDONYM_SECRET_FILE)
         guard = RequestGuard(
             FraudLimits(

@@ -45,7 +45,9 @@ class CredentialKeyCache:
                 self._fresh_until = self._last_fetch + MIN_REFETCH_INTERVAL_SECONDS
                 raise IdentityKeysUnavailable(f"identity keys: {error.code().name} {error.details()}") from None
             self._verifier.replace_keys(keys.jwks_json)
-            self._fresh_until = self._last_fetch + max(keys.cache_seconds, MIN_REFETCH_INTERVAL_SECONDS)
+            # Identity activates a new key only after this much time, so
+            # honouring it exactly means never meeting an unknown key.
+            self._fresh_until = self._last_fetch + max(keys.cache_seconds, 1)
 
     async def verify(self, token: str) -> VerifiedCredential:
         """Verifies a credential; raises CredentialRejected (or
