@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email
 import json
+import re
 import sys
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import aiohttp
 import grpc
@@ -29,7 +32,7 @@ from petitions.v1 import (
     tally_pb2,
     tally_pb2_grpc,
 )
-from servicekit.settings import CommonSettings
+from servicekit.settings import REPO_ROOT, CommonSettings
 from services.dev_secrets import ensure_dev_secrets
 from services.identity.settings import DEV_ISSUER
 from services.migrations import migrate
@@ -42,6 +45,8 @@ class CliSettings(CommonSettings):
     tally_address: str = "127.0.0.1:50063"
     devidp_url: str = DEV_ISSUER.issuer
     devidp_audience: str = DEV_ISSUER.audience
+    # Where the dev SMTP sink (make up) keeps the messages it receives.
+    dev_mail_dir: Path = REPO_ROOT / ".run" / "mail"
 
 
 def _print(message: object) -> None:
@@ -99,15 +104,46 @@ async def _dev_id_token(settings: CliSettings, options: argparse.Namespace) -> s
         return str((await response.json())["id_token"])
 
 
+async def _email_credential(
+    identity: identity_pb2_grpc.IdentityAsyncStub, settings: CliSettings, options: argparse.Namespace
+) -> identity_pb2.SignerCredential:
+    """Proves the mailbox the dev way: the code is read from the dev SMTP
+    sink's directory, where a person would read their inbox."""
+    already = set(settings.dev_mail_dir.glob("*.eml"))
+    started = await identity.BeginEmailVerification(
+        identity_pb2.BeginEmailVerificationRequest(
+            email=options.email, country=options.country, territory=options.territory, client_ip="127.0.0.1"
+        ),
+        timeout=15,
+    )
+    for _ in range(100):
+        for path in sorted(set(settings.dev_mail_dir.glob("*.eml")) - already):
+            message = email.message_from_bytes(path.read_bytes())
+            code = re.search(r"\b(\d{6})\b", str(message.get("Subject", "")))
+            if code and options.email.strip() in message.get_all("X-Delivered-To", []):
+                reply: identity_pb2.SignerCredential = await identity.CompleteEmailVerification(
+                    identity_pb2.CompleteEmailVerificationRequest(
+                        verification_id=started.verification_id, code=code.group(1), client_ip="127.0.0.1"
+                    ),
+                    timeout=10,
+                )
+                return reply
+        await asyncio.sleep(0.1)
+    raise SystemExit(f"no code reached {settings.dev_mail_dir} for {options.email}; is devsmtp running?")
+
+
 async def _dev_sign(settings: CliSettings, options: argparse.Namespace) -> int:
-    id_token = await _dev_id_token(settings, options)
     async with (
         grpc.aio.insecure_channel(settings.identity_address) as identity_channel,
         grpc.aio.insecure_channel(settings.signing_address) as signing_channel,
     ):
-        credential = await identity_pb2_grpc.IdentityStub(identity_channel).ExchangeIdToken(
-            identity_pb2.ExchangeIdTokenRequest(id_token=id_token), timeout=10
-        )
+        identity = identity_pb2_grpc.IdentityStub(identity_channel)
+        if options.email:
+            credential = await _email_credential(identity, settings, options)
+        else:
+            credential = await identity.ExchangeIdToken(
+                identity_pb2.ExchangeIdTokenRequest(id_token=await _dev_id_token(settings, options)), timeout=10
+            )
         receipt = await signing_pb2_grpc.SigningStub(signing_channel).Sign(
             signing_pb2.SignRequest(
                 credential=credential.token,
@@ -155,7 +191,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--exist-ok", action="store_true", help="succeed if the id is taken")
 
     sign = commands.add_parser("dev-sign", help="sign as a dev persona through identity and signing")
-    sign.add_argument("--persona", required=True)
+    who = sign.add_mutually_exclusive_group(required=True)
+    who.add_argument("--persona", help="sign in at the dev OIDC provider as this made-up person")
+    who.add_argument("--email", help="prove this mailbox with a one-time code (read from the dev mailbox)")
     sign.add_argument("--petition", default="demo")
     sign.add_argument("--country", default="FR")
     sign.add_argument("--territory", default="75")
