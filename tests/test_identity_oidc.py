@@ -169,3 +169,17 @@ def test_exchange_limits_and_block_lists(system: SystemClient) -> None:
     with pytest.raises(grpc.RpcError) as raised:
         system.exchange("", client_ip="198.51.100.1")
     assert rejection(raised.value).fields == ["id_token"]
+
+
+def test_signing_checks_credentials_offline(system: SystemClient) -> None:
+    """Twenty signatures cost identity no more than a key-set refresh or two
+    (the test configuration lets verifiers cache the key set for 1 s)."""
+    sample = 'petitions_rpc_requests_total{code="OK",method="GetVerificationKeys"}'
+    petition = system.create_petition("Offline verification")
+    credentials = [system.credential(f"offline-{uuid.uuid4().hex[:8]}").token for _ in range(20)]
+    before = system.metric_value("identity", sample)
+
+    for token in credentials:
+        system.sign(token, petition.id)
+
+    assert system.metric_value("identity", sample) - before <= 2
