@@ -212,7 +212,11 @@ def _cluster_id(path: Path) -> str:
     the same cluster as before."""
     if path.exists():
         return path.read_text().strip()
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = "-"
+    # An id starting with "-" would be read as an option by the storage tool
+    # (Kafka's own generator avoids them the same way).
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
     path.write_text(cluster_id + "\n")
     return cluster_id
 
