@@ -291,6 +291,37 @@ class SystemClient:
         finally:
             await consumer.stop()
 
+    def records_with_key(self, key: bytes) -> list[KafkaRecord]:
+        """Every record on the signatures topic with this key (all land in
+        one partition, which is read to its end)."""
+        return asyncio.run(self._records_with_key(key))
+
+    async def _records_with_key(self, key: bytes) -> list[KafkaRecord]:
+        ends = await self._end_offsets()
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.stack.kafka_bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        found: list[KafkaRecord] = []
+        try:
+            partitions = [TopicPartition(self.signatures_topic, p) for p, end in ends.items() if end > 0]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            remaining = set(partitions)
+            while remaining:
+                batches = await consumer.getmany(timeout_ms=5000)
+                if not batches:
+                    raise AssertionError(f"could not read {remaining} to the end")
+                for tp, records in batches.items():
+                    found += [
+                        KafkaRecord(r.partition, r.offset, r.key or b"", r.value or b"")
+                        for r in records
+                        if r.key == key
+                    ]
+                    if records[-1].offset + 1 >= ends[tp.partition]:
+                        remaining.discard(tp)
+        finally:
+            await consumer.stop()
+        return found
+
     def publish_raw(self, key: bytes, event: events_pb2.SignatureEvent) -> None:
         """Puts an event straight on the log, as a retrying or replaying
         producer would, bypassing signing's checks."""

@@ -3,6 +3,7 @@ have they already, and is the signature safely in Kafka."""
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import hmac
@@ -112,6 +113,7 @@ class SignatureIntake:
         ledger: SignerLedger,
         publisher: SignaturePublisher,
         ip_hash_secret: bytes,
+        pending_wait_seconds: float,
         clock: Callable[[], float] = time.time,
     ):
         self._keys = keys
@@ -120,6 +122,7 @@ class SignatureIntake:
         self._publisher = publisher
         self._ip_secret = ip_hash_secret
         self._clock = clock
+        self._pending_wait_seconds = pending_wait_seconds
 
     async def sign(self, request: SignatureRequest) -> Receipt:
         validate(request)
@@ -129,7 +132,7 @@ class SignatureIntake:
 
         idempotency_hash = _short_hash(request.idempotency_key) if request.idempotency_key else ""
         claim = LedgerEntry(EntryState.PENDING, uuid.uuid4().hex, idempotency_hash, now)
-        existing = await _ledger_call(self._ledger.claim(request.petition_id, claims.signer, claim))
+        existing = await self._claim_or_wait(request.petition_id, claims.signer, claim)
         if existing is not None:
             return _answer_for_existing(existing, idempotency_hash)
 
@@ -165,6 +168,22 @@ class SignatureIntake:
         except LedgerUnavailable as error:
             log.warning("receipt not recorded", petition_id=request.petition_id, error=repr(error))
         return Receipt(Outcome.ACCEPTED, signed.signature_id, now, position)
+
+    async def _claim_or_wait(self, petition_id: str, signer: str, claim: LedgerEntry) -> LedgerEntry | None:
+        """Claims the right to publish (None), or returns the settled entry
+        of the request that holds it. While another request of the same
+        person is still waiting for Kafka, waits for its outcome: if it
+        succeeds this one is ALREADY_SIGNED; if it fails, this one claims."""
+        deadline = time.monotonic() + self._pending_wait_seconds
+        pause = 0.01
+        while True:
+            existing = await _ledger_call(self._ledger.claim(petition_id, signer, claim))
+            if existing is None or existing.state is not EntryState.PENDING:
+                return existing
+            if time.monotonic() + pause > deadline:
+                return existing
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.2)
 
     async def _verify(self, token: str) -> SignerClaims:
         try:

@@ -123,7 +123,16 @@ class SigningApp(GrpcApp):
         publisher = SignaturePublisher(
             self.producer, settings.signatures_topic, settings.publish_timeout_seconds, settings.max_in_flight
         )
-        intake = SignatureIntake(self.keys, catalogue, ledger, publisher, settings.read_secret(IP_HASH_SECRET_FILE))
+        intake = SignatureIntake(
+            self.keys,
+            catalogue,
+            ledger,
+            publisher,
+            settings.read_secret(IP_HASH_SECRET_FILE),
+            # A concurrent request of the same person waits at most as long
+            # as Kafka may take to acknowledge the first one.
+            pending_wait_seconds=settings.publish_timeout_seconds + 1,
+        )
         self.server = ServiceServer(
             [signing_pb2.DESCRIPTOR.services_by_name["Signing"].full_name], settings.grpc_address
         )
