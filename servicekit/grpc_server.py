@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -69,19 +71,51 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method.rsplit("/", 1)[-1]
         if handler is None or method in ("Check", "Watch", "ServerReflectionInfo"):
             return handler
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse, so the handler can
+    answer INVALID_ARGUMENT instead of gRPC's bare UNKNOWN."""
+
+    reason: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    parse = deserializer
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as error:
+            return _Undecodable(str(error))
+
+    return deserialize
+
+
+def _reject_undecodable(request: Any) -> None:
+    if isinstance(request, _Undecodable):
+        raise DomainError(
+            ErrorKind.INVALID_ARGUMENT,
+            "MALFORMED_REQUEST",
+            f"the request is not a valid protobuf message: {request.reason}",
+        )
 
 
 def _code_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -96,6 +130,7 @@ def _wrap_unary(method: str, behaviour: Any) -> Any:
         started = time.perf_counter()
         code = "UNKNOWN"
         try:
+            _reject_undecodable(request)
             response = await behaviour(request, context)
             code = _code_of(context)
             return response
@@ -120,6 +155,7 @@ def _wrap_stream(method: str, behaviour: Any) -> Any:
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         code = "UNKNOWN"
         try:
+            _reject_undecodable(request)
             async for item in behaviour(request, context):
                 yield item
             code = _code_of(context)

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from petitions.v1 import signing_pb2, tally_pb2
+from petitions.v1 import petition_pb2, signing_pb2, tally_pb2
 from servicekit import signer_credential
 from servicekit.signer_credential import SignerClaims
 from tests.errors import rejection as read_rejection
@@ -133,3 +134,55 @@ def test_tally_of_unknown_petition_is_not_found(system: SystemClient) -> None:
     with pytest.raises(grpc.RpcError) as raised:
         system.tally.GetTally(tally_pb2.GetTallyRequest(petition_id="never-created"), timeout=10)
     assert rejection(raised.value)[:2] == (grpc.StatusCode.NOT_FOUND, "PETITION_NOT_FOUND")
+
+
+@pytest.mark.usefixtures("nothing_published")
+def test_invalid_utf8_is_an_invalid_argument(system: SystemClient) -> None:
+    # petition_id (field 2) carrying bytes that are not UTF-8.
+    raw = b"\x12\x03\xff\xfe\xfd"
+    call = system.channels["signing"].unary_unary(
+        "/petitions.v1.Signing/Sign", request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
+    with pytest.raises(grpc.RpcError) as raised:
+        call(raw, timeout=10)
+    assert rejection(raised.value)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST")
+
+
+@pytest.mark.usefixtures("nothing_published")
+def test_petitions_outside_their_window_or_rules_refuse_signatures(system: SystemClient) -> None:
+    now = time.time()
+
+    def at(seconds: float) -> Timestamp:
+        stamp = Timestamp()
+        stamp.FromNanoseconds(int(seconds * 1e9))
+        return stamp
+
+    not_yet = system.create_petition("Opens tomorrow", opens_at=at(now + 86_400))
+    belgians_only = system.create_petition("Belgians only", eligibility=petition_pb2.Eligibility(countries=["BE"]))
+    adults_only = system.create_petition("Adults only", eligibility=petition_pb2.Eligibility(adults_only=True))
+    credential = system.credential(f"w-{uuid.uuid4().hex[:8]}")  # anonymous mode: French, adulthood unknown
+
+    assert sign_rejected(system, credential.token, not_yet.id)[:2] == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "PETITION_NOT_OPEN",
+    )
+    for petition in (belgians_only, adults_only):
+        assert sign_rejected(system, credential.token, petition.id)[:2] == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "NOT_ELIGIBLE",
+        )
+    with pytest.raises(grpc.RpcError) as raised:
+        system.create_petition("Closed before it opens", closes_at=at(now - 1))
+    assert rejection(raised.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD", ["closes_at"])
+
+
+@pytest.mark.usefixtures("nothing_published")
+def test_oversized_fields_are_refused(system: SystemClient) -> None:
+    assert sign_rejected(system, "x" * 5000, "some-petition") == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+        ["credential"],
+    )
+    with pytest.raises(grpc.RpcError) as raised:
+        system.create_petition("t" * 201)
+    assert rejection(raised.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD", ["title"])
