@@ -23,6 +23,7 @@ from servicekit.settings import CommonSettings
 REPO = Path(__file__).resolve().parent.parent
 
 JWKS_REFETCH_INTERVAL_SECONDS = 2.0
+PUBLISH_TIMEOUT_SECONDS = 3.0
 TEST_RATE_LIMITS = {
     "ip": {"burst": 5, "per_minute": 60},
     "mailbox": {"burst": 3, "per_minute": 1},
@@ -125,6 +126,8 @@ class Namespace:
             # Key rotation shows within seconds rather than minutes.
             "PETITIONS_KEYRING_RELOAD_SECONDS": "0.5",
             "PETITIONS_VERIFICATION_KEYS_CACHE_SECONDS": "1",
+            # A stopped broker shows as UNAVAILABLE within seconds.
+            "PETITIONS_PUBLISH_TIMEOUT_SECONDS": str(PUBLISH_TIMEOUT_SECONDS),
             # Small enough for a test to exhaust and see refill within seconds.
             "PETITIONS_RATE_LIMITS": json.dumps(TEST_RATE_LIMITS),
             "PETITIONS_BLOCKED_EMAIL_DOMAINS": json.dumps(["blocked.example"]),
