@@ -1,0 +1,177 @@
+"""Sign throughput and latency against the running local system (`make up`),
+next to the same load against a bare grpc.aio echo service, in one run.
+
+    .venv/bin/python -m loadtests.bench_signing [--seconds 20] [--concurrency 64]
+
+Signer credentials are minted in-process with the local identity key (the
+verification signing does is the real one); each Sign is a new person on one
+hot petition, so every call goes the whole way to Kafka's acknowledgement.
+Prints accepted signatures/s, p50/p99 latency, the echo ceiling measured the
+same way, and their ratio. The client shares the machine's cores with the
+whole stack, so read the ratio rather than the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+
+from petitions.v1 import signing_pb2, signing_pb2_grpc
+from servicekit import signer_credential
+from servicekit.settings import REPO_ROOT
+from servicekit.signer_credential import SignerClaims
+
+SECRETS = REPO_ROOT / ".run" / "secrets"
+SIGNING = "127.0.0.1:50062"
+ECHO_METHOD = "/bench.Echo/Echo"
+
+
+def mint_credentials(count: int) -> list[str]:
+    keys = sorted((SECRETS / "identity-keys").glob("*.pem"))
+    key = signer_credential.load_private_key(keys[-1].read_bytes())
+    return [
+        signer_credential.issue(
+            key, SignerClaims(uuid.uuid4().hex, "oidc", "bench", "FR", f"{i % 95 + 1:02d}", True), 3600
+        )[0]
+        for i in range(count)
+    ]
+
+
+async def drive(
+    call: Callable[[int], Awaitable[bool]], seconds: float, concurrency: int
+) -> tuple[int, list[float], int]:
+    """Runs `concurrency` loops of call(i) for `seconds`; returns successes,
+    latencies and failures."""
+    latencies: list[float] = []
+    failures = 0
+    counter = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal counter, failures
+        while time.perf_counter() < deadline:
+            counter += 1
+            began = time.perf_counter()
+            if await call(counter):
+                latencies.append(time.perf_counter() - began)
+            else:
+                failures += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(latencies), latencies, failures
+
+
+async def bench_signing(
+    seconds: float, concurrency: int, credentials: list[str], petition: str
+) -> tuple[int, list[float], int]:
+    async with grpc.aio.insecure_channel(SIGNING) as channel:
+        stub = signing_pb2_grpc.SigningStub(channel)
+
+        async def sign(i: int) -> bool:
+            try:
+                reply = await stub.Sign(
+                    signing_pb2.SignRequest(credential=credentials[i % len(credentials)], petition_id=petition),
+                    timeout=30,
+                )
+            except grpc.aio.AioRpcError:
+                return False
+            return bool(reply.outcome == signing_pb2.SignResponse.OUTCOME_ACCEPTED)
+
+        return await drive(sign, seconds, concurrency)
+
+
+def serve_echo(port: int, ready: multiprocessing.synchronize.Event) -> None:
+    async def serve() -> None:
+        async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+            return request
+
+        server = grpc.aio.server()
+        handler = grpc.method_handlers_generic_handler(
+            "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+        )
+        server.add_generic_rpc_handlers((handler,))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        ready.set()
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+
+
+async def bench_echo(seconds: float, concurrency: int, port: int, payload: bytes) -> tuple[int, list[float], int]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
+
+        async def call(i: int) -> bool:
+            try:
+                await echo(payload, timeout=30)
+            except grpc.aio.AioRpcError:
+                return False
+            return True
+
+        return await drive(call, seconds, concurrency)
+
+
+def create_petition() -> str:
+    token = (SECRETS / "admin-token").read_text().strip()
+    petition = f"bench-{uuid.uuid4().hex[:8]}"
+    with grpc.insecure_channel(SIGNING) as channel:
+        signing_pb2_grpc.SigningStub(channel).CreatePetition(
+            signing_pb2.CreatePetitionRequest(id=petition, title="Benchmark", open=True),
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=30,
+        )
+    return petition
+
+
+def report(name: str, done: int, latencies: list[float], failures: int, seconds: float) -> float:
+    rate = done / seconds
+    cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    print(f"{name:8} {rate:9.0f}/s  p50 {cuts[49] * 1000:7.1f} ms  p99 {cuts[98] * 1000:7.1f} ms  failures {failures}")
+    return rate
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--echo-port", type=int, default=50099)
+    options = parser.parse_args()
+    if not Path(SECRETS / "admin-token").exists():
+        print("run `make up` first", file=sys.stderr)
+        return 1
+
+    credentials = mint_credentials(int(options.seconds * 4000))
+    petition = create_petition()
+    sign_done, sign_latencies, sign_failures = asyncio.run(
+        bench_signing(options.seconds, options.concurrency, credentials, petition)
+    )
+
+    ready = multiprocessing.Event()
+    echo_server = multiprocessing.Process(target=serve_echo, args=(options.echo_port, ready), daemon=True)
+    echo_server.start()
+    ready.wait(10)
+    payload = signing_pb2.SignRequest(credential=credentials[0], petition_id=petition).SerializeToString()
+    echo_done, echo_latencies, echo_failures = asyncio.run(
+        bench_echo(options.seconds, options.concurrency, options.echo_port, payload)
+    )
+    echo_server.terminate()
+
+    print(f"{options.seconds:g} s each, {options.concurrency} calls in flight, petition {petition}")
+    signing_rate = report("Sign", sign_done, sign_latencies, sign_failures, options.seconds)
+    echo_rate = report("echo", echo_done, echo_latencies, echo_failures, options.seconds)
+    print(f"Sign / echo ratio: {signing_rate / echo_rate:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
