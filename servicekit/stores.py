@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
 from cassandra.policies import DCAwareRoundRobinPolicy
 
 from servicekit.settings import CommonSettings
+
+log = structlog.get_logger()
 
 
 def redis_client(settings: CommonSettings) -> aioredis.Redis:
@@ -34,6 +45,63 @@ def idempotent_producer(settings: CommonSettings, *, linger_ms: int = 2) -> AIOK
         request_timeout_ms=10_000,
         retry_backoff_ms=100,
     )
+
+
+# Errors after which an idempotent producer can never send again: aiokafka
+# stops its sender for good (a Java producer would bump its epoch instead).
+# They follow a broker outage during which sends timed out, leaving gaps in
+# the producer's sequence numbers.
+_PRODUCER_BROKEN = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
+
+
+class ReplaceableProducer:
+    """An idempotent producer that replaces itself with a new one (a new
+    producer id) when its idempotence state is broken, so that a broker
+    outage costs failed sends during the outage, not a dead service after
+    it. The sends that failed are the caller's to retry."""
+
+    def __init__(self, settings: CommonSettings, *, linger_ms: int = 2):
+        self._settings = settings
+        self._linger_ms = linger_ms
+        self._producer = idempotent_producer(settings, linger_ms=linger_ms)
+        self._started = False
+        self._generation = 0
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        await self._producer.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            await self._producer.stop()
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes | None) -> Any:
+        """RecordMetadata once Kafka acknowledged; raises KafkaError."""
+        generation = self._generation
+        if not self._started:
+            await self._replace(generation)
+        try:
+            return await self._producer.send_and_wait(topic, value, key=key)
+        except _PRODUCER_BROKEN:
+            await self._replace(generation)
+            raise
+
+    async def _replace(self, generation: int) -> None:
+        async with self._lock:
+            if generation != self._generation:
+                return  # another caller already replaced it
+            old, was_started = self._producer, self._started
+            self._generation += 1
+            self._producer = idempotent_producer(self._settings, linger_ms=self._linger_ms)
+            self._started = False
+            if was_started:
+                with contextlib.suppress(KafkaError):
+                    await old.stop()
+            log.warning("replacing the Kafka producer", generation=self._generation)
+            # If Kafka is still away this raises; the next send tries again.
+            await self._producer.start()
+            self._started = True
 
 
 def cassandra_cluster(hosts: Sequence[str], port: int, connect_timeout: float = 10) -> Cluster:

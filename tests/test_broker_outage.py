@@ -84,6 +84,13 @@ def test_a_broker_outage_loses_no_acknowledged_signature(system: SystemClient) -
     assert max(a.seconds for a in attempts) < BOUND_SECONDS
     assert any(a.started > outage_ended and a.code == grpc.StatusCode.OK for a in attempts), "signing never recovered"
 
+    # Not just one lucky call: signing is healthy again for good (a broken
+    # idempotent producer would fail every call from here on).
+    after = system.create_petition("Signed after the outage")
+    for _ in range(20):
+        fresh = system.credential(f"after-{uuid.uuid4().hex[:8]}").token
+        assert system.sign(fresh, after.id).outcome == signing_pb2.SignResponse.OUTCOME_ACCEPTED
+
     acknowledged = [a.receipt for a in attempts if a.receipt is not None]
     for receipt in acknowledged:
         record = system.read_record(receipt.position.partition, receipt.position.offset)

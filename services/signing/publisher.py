@@ -6,10 +6,10 @@ import asyncio
 import hashlib
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from petitions.v1 import events_pb2
+from servicekit.stores import ReplaceableProducer
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def signature_key(petition_id: str, signer: str) -> bytes:
 
 
 class SignaturePublisher:
-    def __init__(self, producer: AIOKafkaProducer, topic: str, timeout_seconds: float, max_in_flight: int):
+    def __init__(self, producer: ReplaceableProducer, topic: str, timeout_seconds: float, max_in_flight: int):
         self._producer = producer
         self._topic = topic
         self._timeout = timeout_seconds

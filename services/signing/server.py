@@ -13,7 +13,7 @@ from petitions.v1 import petition_pb2, signing_pb2, signing_pb2_grpc
 from servicekit.errors import DomainError, ErrorKind, not_yet_available
 from servicekit.grpc_server import ServiceServer
 from servicekit.lifecycle import GrpcApp, run_service
-from servicekit.stores import CassandraSession, idempotent_producer, redis_client
+from servicekit.stores import CassandraSession, ReplaceableProducer, redis_client
 from services.catalogue.cache import CachedCatalogue
 from services.catalogue.messages import STATE_FROM_PROTO, petition_message, timestamp
 from services.catalogue.store import PetitionStore
@@ -113,7 +113,7 @@ class SigningApp(GrpcApp):
     def __init__(self, settings: SigningSettings):
         self.settings = settings
         self.redis = redis_client(settings)
-        self.producer = idempotent_producer(settings)
+        self.producer = ReplaceableProducer(settings)
         self.cassandra = CassandraSession(settings)
         self.identity_channel = grpc.aio.insecure_channel(settings.identity_address)
         self.keys = CredentialKeyCache(self.identity_channel)

@@ -3,17 +3,17 @@ with the reason, so that the partition moves on and a person can look."""
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaProducer
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
 from petitions.v1 import events_pb2
+from servicekit.stores import ReplaceableProducer
 
 DEAD_LETTERED = Counter("petitions_tally_dead_letters_total", "Messages sent to the dead-letter topic.")
 
 
 class DeadLetterSink:
-    def __init__(self, producer: AIOKafkaProducer, topic: str):
+    def __init__(self, producer: ReplaceableProducer, topic: str):
         self._producer = producer
         self._topic = topic
 

@@ -14,7 +14,7 @@ from petitions.v1 import tally_pb2, tally_pb2_grpc
 from servicekit.errors import not_yet_available
 from servicekit.grpc_server import ServiceServer
 from servicekit.lifecycle import GrpcApp, run_service
-from servicekit.stores import CassandraSession, idempotent_producer, redis_client
+from servicekit.stores import CassandraSession, ReplaceableProducer, redis_client
 from services.catalogue.cache import CachedCatalogue
 from services.catalogue.messages import timestamp
 from services.catalogue.store import PetitionStore
@@ -62,7 +62,7 @@ class TallyApp(GrpcApp):
         topic = settings.signatures_topic
         self.redis = redis_client(settings)
         self.cassandra = CassandraSession(settings)
-        self.producer = idempotent_producer(settings)
+        self.producer = ReplaceableProducer(settings)
         self.consumer = AIOKafkaConsumer(
             topic,
             bootstrap_servers=settings.kafka_bootstrap,
