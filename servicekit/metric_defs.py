@@ -16,3 +16,6 @@ RPC_LATENCY = Histogram(
     ["method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+RATE_LIMITED = Counter(
+    "petitions_rate_limited_total", "Requests refused by a rate limit or block list, by scope.", ["scope"]
+)

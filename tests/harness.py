@@ -29,6 +29,8 @@ TEST_RATE_LIMITS = {
     "mailbox": {"burst": 3, "per_minute": 1},
     "signer": {"burst": 50, "per_minute": 600},
     "email_domain": {"burst": 1000, "per_minute": 6000},
+    "sign_ip": {"burst": 5, "per_minute": 60},
+    "sign_signer": {"burst": 300, "per_minute": 600},
 }
 
 

@@ -8,6 +8,7 @@ import asyncio
 import email
 import email.message
 import json
+import random
 import re
 import time
 import urllib.request
@@ -207,13 +208,17 @@ class SystemClient:
         )
         return reply
 
-    def sign(self, credential: str, petition_id: str, idempotency_key: str = "") -> signing_pb2.SignResponse:
+    def sign(
+        self, credential: str, petition_id: str, idempotency_key: str = "", client_ip: str = ""
+    ) -> signing_pb2.SignResponse:
+        """Signs; without a client_ip, from an address of its own (the test
+        configuration limits Sign calls per address tightly)."""
         reply: signing_pb2.SignResponse = self.signing.Sign(
             signing_pb2.SignRequest(
                 credential=credential,
                 petition_id=petition_id,
                 idempotency_key=idempotency_key or uuid.uuid4().hex,
-                client_ip="192.0.2.10",
+                client_ip=client_ip or f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}",
             ),
             timeout=30,
         )

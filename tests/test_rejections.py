@@ -186,3 +186,22 @@ def test_oversized_fields_are_refused(system: SystemClient) -> None:
     with pytest.raises(grpc.RpcError) as raised:
         system.create_petition("t" * 201)
     assert rejection(raised.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD", ["title"])
+
+
+def test_sign_calls_are_limited_per_address_and_blocked_networks_refused(system: SystemClient) -> None:
+    petition = system.create_petition("Limited")
+    address = f"192.0.2.{uuid.uuid4().int % 200 + 20}"
+    people = [system.credential(f"l-{uuid.uuid4().hex[:8]}").token for _ in range(6)]
+    for token in people[:5]:
+        system.sign(token, petition.id, client_ip=address)
+
+    with pytest.raises(grpc.RpcError) as raised:
+        system.sign(people[5], petition.id, client_ip=address)
+    found = read_rejection(raised.value)
+    assert (found.code, found.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+    assert found.retry_after_seconds is not None
+
+    with pytest.raises(grpc.RpcError) as raised:
+        system.sign(people[5], petition.id, client_ip="203.0.113.50")
+    assert rejection(raised.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "BLOCKED")
+    assert system.settled_tally(petition.id).total == 5

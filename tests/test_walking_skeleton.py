@@ -26,7 +26,7 @@ def test_a_signature_is_counted_stored_and_published_without_the_raw_subject(sys
     name = persona()
     credential = system.credential(name, country="FR", territory="69")
 
-    receipt = system.sign(credential.token, petition.id)
+    receipt = system.sign(credential.token, petition.id, client_ip="192.0.2.10")
 
     assert receipt.outcome == ACCEPTED
     assert receipt.position.topic == system.signatures_topic

@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass
 
 from servicekit.errors import DomainError, ErrorKind, invalid
+from servicekit.request_guard import RequestGuard
 from servicekit.signer_credential import SignerClaims
 from services.identity.email_address import InvalidEmail, normalise
 from services.identity.exchange import CredentialSigner, IssuedCredential
-from services.identity.guard import RequestGuard
 from services.identity.mailer import CodeMailer, MailNotSent
 from services.identity.metrics import CODES_SENT
 from services.identity.one_time_codes import CheckResult, CodeStoreUnavailable, OneTimeCodes

@@ -7,8 +7,8 @@ from datetime import date
 
 from servicekit import signer_credential
 from servicekit.errors import DomainError, ErrorKind, invalid
+from servicekit.request_guard import RequestGuard
 from servicekit.signer_credential import SignerClaims
-from services.identity.guard import RequestGuard
 from services.identity.keyring import ReloadingKeyRing
 from services.identity.metrics import CREDENTIALS_ISSUED
 from services.identity.oidc import IdTokenRejected, IdTokenVerifier, ProviderUnavailable, VerifiedIdToken

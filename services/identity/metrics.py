@@ -13,6 +13,3 @@ CREDENTIALS_ISSUED = Counter(
     "petitions_identity_credentials_issued_total", "Signer credentials issued, by method.", ["method"]
 )
 CODES_SENT = Counter("petitions_identity_email_codes_sent_total", "One-time codes sent by email.")
-RATE_LIMITED = Counter(
-    "petitions_identity_rate_limited_total", "Requests refused by a rate limit or block list, by scope.", ["scope"]
-)

@@ -14,17 +14,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from petitions.v1 import identity_pb2, identity_pb2_grpc
 from servicekit.grpc_server import ServiceServer
 from servicekit.lifecycle import GrpcApp, run_service
+from servicekit.rate_limits import FraudLimits
+from servicekit.request_guard import RequestGuard
 from servicekit.signer_credential import SignerClaims
 from servicekit.stores import redis_client
 from services.identity.email_verification import EmailVerification
 from services.identity.exchange import CredentialSigner, IdTokenExchange, IssuedCredential
-from services.identity.guard import RequestGuard
 from services.identity.http_fetcher import HttpDocumentFetcher
 from services.identity.keyring import KEYS_DIRECTORY, ReloadingKeyRing
 from services.identity.mailer import CodeMailer
 from services.identity.oidc import IdTokenVerifier
 from services.identity.one_time_codes import OneTimeCodes
-from services.identity.rate_limits import FraudLimits
 from services.identity.settings import IdentitySettings
 
 PSEUDONYM_SECRET_FILE = "pseudonym-hmac.key"

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from servicekit.rate_limits import RateLimit
 from servicekit.settings import ServiceSettings
-from services.identity.rate_limits import RateLimit
 
 
 class IssuerConfig(BaseModel):

@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import events_pb2, identity_pb2
 from servicekit.errors import DomainError, ErrorKind, invalid
+from servicekit.request_guard import RequestGuard
 from servicekit.signer_credential import CredentialRejected, SignerClaims
 from services.catalogue.cache import CachedCatalogue
 from services.catalogue.model import PETITION_ID, PETITION_ID_RULE, Petition, PetitionState
@@ -114,6 +115,7 @@ class SignatureIntake:
         publisher: SignaturePublisher,
         ip_hash_secret: bytes,
         pending_wait_seconds: float,
+        guard: RequestGuard,
         clock: Callable[[], float] = time.time,
     ):
         self._keys = keys
@@ -123,10 +125,13 @@ class SignatureIntake:
         self._ip_secret = ip_hash_secret
         self._clock = clock
         self._pending_wait_seconds = pending_wait_seconds
+        self._guard = guard
 
     async def sign(self, request: SignatureRequest) -> Receipt:
         validate(request)
+        self._guard.check_blocked(ip=request.client_ip)
         claims = await self._verify(request.credential)
+        await self._guard.take(sign_ip=request.client_ip, sign_signer=claims.signer)
         now = self._clock()
         check_can_sign(await self._catalogue.get(request.petition_id), request.petition_id, claims, now)
 

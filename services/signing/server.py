@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 from typing import Any
 
 import grpc
@@ -13,6 +14,8 @@ from petitions.v1 import petition_pb2, signing_pb2, signing_pb2_grpc
 from servicekit.errors import DomainError, ErrorKind, not_yet_available
 from servicekit.grpc_server import ServiceServer
 from servicekit.lifecycle import GrpcApp, run_service
+from servicekit.rate_limits import FraudLimits
+from servicekit.request_guard import RequestGuard
 from servicekit.stores import CassandraSession, ReplaceableProducer, redis_client
 from services.catalogue.cache import CachedCatalogue
 from services.catalogue.messages import STATE_FROM_PROTO, petition_message, timestamp
@@ -123,15 +126,25 @@ class SigningApp(GrpcApp):
         publisher = SignaturePublisher(
             self.producer, settings.signatures_topic, settings.publish_timeout_seconds, settings.max_in_flight
         )
+        ip_hash_secret = settings.read_secret(IP_HASH_SECRET_FILE)
         intake = SignatureIntake(
             self.keys,
             catalogue,
             ledger,
             publisher,
-            settings.read_secret(IP_HASH_SECRET_FILE),
+            ip_hash_secret,
             # A concurrent request of the same person waits at most as long
             # as Kafka may take to acknowledge the first one.
             pending_wait_seconds=settings.publish_timeout_seconds + 1,
+            guard=RequestGuard(
+                FraudLimits(
+                    self.redis,
+                    ip_hash_secret,
+                    dict(settings.rate_limits),
+                    frozenset(),
+                    tuple(ipaddress.ip_network(n, strict=False) for n in settings.blocked_ip_networks),
+                )
+            ),
         )
         self.server = ServiceServer(
             [signing_pb2.DESCRIPTOR.services_by_name["Signing"].full_name], settings.grpc_address

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from servicekit.rate_limits import RateLimit
 from servicekit.settings import ServiceSettings
+
+DEFAULT_LIMITS = {
+    # Sign calls from one client address: high, since a carrier NAT or a
+    # campus puts thousands of people behind one address.
+    "sign_ip": RateLimit(burst=300, per_minute=1200),
+    # Sign calls of one person (across petitions and retries).
+    "sign_signer": RateLimit(burst=30, per_minute=60),
+}
 
 
 class SigningSettings(ServiceSettings):
@@ -20,3 +29,5 @@ class SigningSettings(ServiceSettings):
     # How long a replayed idempotency key returns the first answer.
     idempotency_ttl_seconds: int = 24 * 3600
     grace_seconds: float = 10.0
+    rate_limits: dict[str, RateLimit] = DEFAULT_LIMITS
+    blocked_ip_networks: tuple[str, ...] = ()

@@ -5,14 +5,16 @@ block list."""
 from __future__ import annotations
 
 from servicekit.errors import DomainError, ErrorKind, invalid
-from services.identity.metrics import RATE_LIMITED
-from services.identity.rate_limits import FraudLimits, LimitsUnavailable, Refusal
+from servicekit.metric_defs import RATE_LIMITED
+from servicekit.rate_limits import FraudLimits, LimitsUnavailable, Refusal
 
 _WHAT = {
     "ip": "this network address",
     "mailbox": "this email address",
     "signer": "this person",
     "email_domain": "this email domain",
+    "sign_ip": "this network address",
+    "sign_signer": "this person",
 }
 
 
