@@ -294,25 +294,43 @@ Global___ListPetitionsResponse: _TypeAlias = ListPetitionsResponse  # noqa: Y015
 
 @_typing.final
 class InvalidateSignaturesRequest(_message.Message):
+    """Selects the signatures of one petition to invalidate: those of the given
+    signers, plus (when set) those whose keyed client IP hash matches, plus
+    (when both bounds are set) those signed inside the time window. At least
+    one selector is required.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PETITION_ID_FIELD_NUMBER: _builtins.int
     SIGNERS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    IP_HASH_FIELD_NUMBER: _builtins.int
+    SIGNED_AFTER_FIELD_NUMBER: _builtins.int
+    SIGNED_BEFORE_FIELD_NUMBER: _builtins.int
     petition_id: _builtins.str
     reason: _builtins.str
+    """Why, for the record (required)."""
+    ip_hash: _builtins.str
     @_builtins.property
     def signers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def signed_after(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def signed_before(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         petition_id: _builtins.str = ...,
         signers: _abc.Iterable[_builtins.str] | None = ...,
         reason: _builtins.str = ...,
+        ip_hash: _builtins.str = ...,
+        signed_after: _timestamp_pb2.Timestamp | None = ...,
+        signed_before: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["signed_after", b"signed_after", "signed_before", b"signed_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["petition_id", b"petition_id", "reason", b"reason", "signers", b"signers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip_hash", b"ip_hash", "petition_id", b"petition_id", "reason", b"reason", "signed_after", b"signed_after", "signed_before", b"signed_before", "signers", b"signers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -324,6 +342,9 @@ class InvalidateSignaturesResponse(_message.Message):
 
     PUBLISHED_FIELD_NUMBER: _builtins.int
     published: _builtins.int
+    """SignatureInvalidated events published (one per selected signer); the
+    tally applies each exactly once, so repeating a request is harmless.
+    """
     def __init__(
         self,
         *,

@@ -11,21 +11,23 @@ import grpc
 import structlog
 
 from petitions.v1 import petition_pb2, signing_pb2, signing_pb2_grpc
-from servicekit.errors import DomainError, ErrorKind, not_yet_available
+from servicekit.errors import DomainError, ErrorKind
 from servicekit.grpc_server import ServiceServer
 from servicekit.lifecycle import GrpcApp, run_service
 from servicekit.rate_limits import FraudLimits
 from servicekit.request_guard import RequestGuard
 from servicekit.stores import CassandraSession, ReplaceableProducer, redis_client
 from services.catalogue.cache import CachedCatalogue
-from services.catalogue.messages import STATE_FROM_PROTO, petition_message, timestamp
+from services.catalogue.messages import STATE_FROM_PROTO, petition_message, seconds_of, timestamp
 from services.catalogue.store import PetitionStore
 from services.signing.catalogue_admin import CatalogueAdmin
 from services.signing.credential_keys import CredentialKeyCache, IdentityKeysUnavailable
 from services.signing.intake import Outcome, Receipt, SignatureIntake, SignatureRequest
 from services.signing.ledger import SignerLedger
+from services.signing.moderation import Selection, SignatureModeration
 from services.signing.publisher import SignaturePublisher
 from services.signing.settings import SigningSettings
+from services.signing.signature_lookup import SignatureLookup
 
 ADMIN_TOKEN_FILE = "admin-token"
 IP_HASH_SECRET_FILE = "ip-hash.key"
@@ -34,8 +36,11 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class SigningServicer(signing_pb2_grpc.SigningServicer):
-    def __init__(self, intake: SignatureIntake, admin: CatalogueAdmin, admin_token: bytes):
+    def __init__(
+        self, intake: SignatureIntake, admin: CatalogueAdmin, moderation: SignatureModeration, admin_token: bytes
+    ):
         self._intake = intake
+        self._moderation = moderation
         self._admin = admin
         self._admin_token = admin_token
 
@@ -78,7 +83,17 @@ class SigningServicer(signing_pb2_grpc.SigningServicer):
         self, request: signing_pb2.InvalidateSignaturesRequest, context: Context
     ) -> signing_pb2.InvalidateSignaturesResponse:
         self._authorise(context)
-        raise not_yet_available("InvalidateSignatures")
+        published = await self._moderation.invalidate(
+            Selection(
+                petition_id=request.petition_id,
+                signers=tuple(request.signers),
+                reason=request.reason,
+                ip_hash=request.ip_hash,
+                signed_after=seconds_of(request.signed_after, request.HasField("signed_after")),
+                signed_before=seconds_of(request.signed_before, request.HasField("signed_before")),
+            )
+        )
+        return signing_pb2.InvalidateSignaturesResponse(published=published)
 
     def _authorise(self, context: Context) -> None:
         metadata = dict(context.invocation_metadata() or ())
@@ -121,6 +136,7 @@ class SigningApp(GrpcApp):
         self.identity_channel = grpc.aio.insecure_channel(settings.identity_address)
         self.keys = CredentialKeyCache(self.identity_channel)
         self.store = PetitionStore(self.cassandra)
+        self.lookup = SignatureLookup(self.cassandra, settings.signature_partitions)
         catalogue = CachedCatalogue(self.store, settings.catalogue_cache_seconds)
         ledger = SignerLedger(self.redis, claim_seconds=int(settings.publish_timeout_seconds) + 20)
         publisher = SignaturePublisher(
@@ -150,13 +166,19 @@ class SigningApp(GrpcApp):
             [signing_pb2.DESCRIPTOR.services_by_name["Signing"].full_name], settings.grpc_address
         )
         signing_pb2_grpc.add_SigningServicer_to_server(
-            SigningServicer(intake, CatalogueAdmin(self.store, catalogue), settings.read_secret(ADMIN_TOKEN_FILE)),
+            SigningServicer(
+                intake,
+                CatalogueAdmin(self.store, catalogue),
+                SignatureModeration(self.lookup, publisher),
+                settings.read_secret(ADMIN_TOKEN_FILE),
+            ),
             self.server.server,
         )
 
     async def start(self) -> None:
         await self.cassandra.start()
         self.store.prepare()
+        self.lookup.prepare()
         await self.producer.start()
         await self.redis.ping()
         try:

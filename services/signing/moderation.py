@@ -1,0 +1,103 @@
+"""Invalidating signatures (moderation): select them, then publish one
+SignatureInvalidated per signer, keyed like the signer's signature so that it
+lands in the same partition, after it; the tally applies each exactly once."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from petitions.v1 import events_pb2
+from servicekit.errors import DomainError, ErrorKind, invalid
+from services.catalogue.model import PETITION_ID, PETITION_ID_RULE
+from services.signing.publisher import Overloaded, PublishFailed, SignaturePublisher, signature_key
+
+SIGNER = re.compile(r"^[0-9a-f]{64}$")
+IP_HASH = re.compile(r"^[0-9a-f]{32}$")
+MAX_REASON = 500
+MAX_SIGNERS = 10_000
+
+
+@dataclass(frozen=True)
+class StoredSignature:
+    signer: str
+    ip_hash: str
+    signed_at: float
+    invalidated: bool
+
+
+@dataclass(frozen=True)
+class Selection:
+    petition_id: str
+    signers: tuple[str, ...]
+    reason: str
+    ip_hash: str = ""
+    signed_after: float | None = None
+    signed_before: float | None = None
+
+    def validate(self) -> None:
+        if not PETITION_ID.match(self.petition_id):
+            raise invalid("petition_id", PETITION_ID_RULE)
+        if not self.reason.strip() or len(self.reason) > MAX_REASON:
+            raise invalid("reason", f"is required, at most {MAX_REASON} characters")
+        if len(self.signers) > MAX_SIGNERS:
+            raise invalid("signers", f"at most {MAX_SIGNERS} per request")
+        for index, signer in enumerate(self.signers):
+            if not SIGNER.match(signer):
+                raise invalid(f"signers[{index}]", "is not a signer pseudonym (64 hex digits)")
+        if self.ip_hash and not IP_HASH.match(self.ip_hash):
+            raise invalid("ip_hash", "is not an IP hash (32 hex digits)")
+        if (self.signed_after is None) != (self.signed_before is None):
+            raise invalid("signed_before", "a time window needs both signed_after and signed_before")
+        if self.signed_after is not None and self.signed_before is not None and self.signed_after >= self.signed_before:
+            raise invalid("signed_before", "must be after signed_after")
+        if not self.signers and not self.ip_hash and self.signed_after is None:
+            raise invalid("signers", "give signers, an ip_hash or a time window")
+
+    def matches(self, stored: StoredSignature) -> bool:
+        if stored.invalidated:
+            return False
+        if self.ip_hash and stored.ip_hash == self.ip_hash:
+            return True
+        return (
+            self.signed_after is not None
+            and self.signed_before is not None
+            and self.signed_after <= stored.signed_at < self.signed_before
+        )
+
+
+StoredSignatures = Callable[[str], Awaitable[list[StoredSignature]]]
+
+
+class SignatureModeration:
+    def __init__(self, stored: StoredSignatures, publisher: SignaturePublisher):
+        self._stored = stored
+        self._publisher = publisher
+
+    async def invalidate(self, selection: Selection) -> int:
+        selection.validate()
+        chosen = set(selection.signers)
+        if selection.ip_hash or selection.signed_after is not None:
+            chosen.update(s.signer for s in await self._stored(selection.petition_id) if selection.matches(s))
+        now = Timestamp()
+        now.FromNanoseconds(time.time_ns())
+        for signer in sorted(chosen):
+            event = events_pb2.SignatureEvent(
+                invalidated=events_pb2.SignatureInvalidated(
+                    petition_id=selection.petition_id, signer=signer, reason=selection.reason, invalidated_at=now
+                )
+            )
+            try:
+                await self._publisher.publish(signature_key(selection.petition_id, signer), event)
+            except (PublishFailed, Overloaded) as error:
+                raise DomainError(
+                    ErrorKind.UNAVAILABLE,
+                    "BROKER_UNAVAILABLE",
+                    f"{error}; the request can be repeated safely",
+                    retry_after_seconds=2,
+                ) from None
+        return len(chosen)

@@ -1,0 +1,80 @@
+"""Moderation: invalidated signatures leave the count exactly once, and the
+stored signature is marked, never deleted."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+
+from petitions.v1 import signing_pb2
+from tests.errors import rejection
+from tests.system import SystemClient
+
+pytestmark = pytest.mark.stack
+
+
+def invalidate(system: SystemClient, petition_id: str, **selector: object) -> int:
+    reply = system.signing.InvalidateSignatures(
+        signing_pb2.InvalidateSignaturesRequest(petition_id=petition_id, reason="test fraud", **selector),  # type: ignore[arg-type]
+        metadata=system.admin(),
+        timeout=30,
+    )
+    return int(reply.published)
+
+
+def stored(system: SystemClient, petition_id: str, signer: str) -> tuple[bool, str]:
+    for shard in range(6):
+        row = system.cassandra.execute(
+            "SELECT invalidated_at, ip_hash FROM signatures WHERE petition_id = %s AND shard = %s AND signer = %s",
+            (petition_id, shard, signer),
+        ).one()
+        if row is not None:
+            return row.invalidated_at is not None, row.ip_hash
+    raise AssertionError("signature not stored")
+
+
+def test_invalidations_count_once_and_mark_the_stored_signature(system: SystemClient) -> None:
+    petition = system.create_petition("Moderated")
+    alice, bob, carol = (
+        system.credential(f"mod-{uuid.uuid4().hex[:8]}", territory=territory) for territory in ("13", "13", "75")
+    )
+    for person in (alice, bob):
+        system.sign(person.token, petition.id)
+    system.sign(carol.token, petition.id, client_ip="198.18.0.7")
+    assert system.settled_tally(petition.id).total == 3
+
+    assert invalidate(system, petition.id, signers=[alice.claims.signer]) == 1
+    assert invalidate(system, petition.id, signers=[alice.claims.signer]) == 1  # repeated: harmless
+    tally = system.settled_tally(petition.id)
+    assert (tally.total, dict(tally.by_territory)) == (2, {"13": 1, "75": 1})
+    assert stored(system, petition.id, alice.claims.signer)[0] is True
+    assert stored(system, petition.id, bob.claims.signer)[0] is False
+
+    # Signing again does not bring an invalidated signature back.
+    assert system.sign(alice.token, petition.id).outcome == signing_pb2.SignResponse.OUTCOME_ALREADY_SIGNED
+
+    _, carol_ip_hash = stored(system, petition.id, carol.claims.signer)
+    assert invalidate(system, petition.id, ip_hash=carol_ip_hash) == 1
+    tally = system.settled_tally(petition.id)
+    assert (tally.total, dict(tally.by_territory)) == (1, {"13": 1})
+
+
+def test_invalidation_needs_the_admin_and_a_selector(system: SystemClient) -> None:
+    petition = system.create_petition("Moderation rules")
+    with pytest.raises(grpc.RpcError) as raised:
+        system.signing.InvalidateSignatures(
+            signing_pb2.InvalidateSignaturesRequest(petition_id=petition.id, reason="x", signers=["0" * 64]),
+            timeout=10,
+        )
+    assert rejection(raised.value).code == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as raised:
+        invalidate(system, petition.id)
+    assert (rejection(raised.value).code, rejection(raised.value).fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["signers"],
+    )
+    with pytest.raises(grpc.RpcError) as raised:
+        invalidate(system, petition.id, signers=["not-a-pseudonym"])
+    assert rejection(raised.value).fields == ["signers[0]"]
