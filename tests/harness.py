@@ -130,6 +130,7 @@ class Namespace:
             "PETITIONS_VERIFICATION_KEYS_CACHE_SECONDS": "1",
             # A stopped broker shows as UNAVAILABLE within seconds.
             "PETITIONS_PUBLISH_TIMEOUT_SECONDS": str(PUBLISH_TIMEOUT_SECONDS),
+            "PETITIONS_DEADLINE_CHECK_SECONDS": "0.5",
             # Small enough for a test to exhaust and see refill within seconds.
             "PETITIONS_RATE_LIMITS": json.dumps(TEST_RATE_LIMITS),
             "PETITIONS_BLOCKED_EMAIL_DOMAINS": json.dumps(["blocked.example"]),

@@ -255,8 +255,8 @@ class SystemClient:
     def end_offsets(self) -> dict[int, int]:
         return asyncio.run(self._end_offsets())
 
-    async def _end_offsets(self) -> dict[int, int]:
-        partitions = (await topic_partitions(self.stack.kafka_bootstrap, [self.signatures_topic]))[0]
+    async def _end_offsets(self, topic: str = "") -> dict[int, int]:
+        partitions = (await topic_partitions(self.stack.kafka_bootstrap, [topic or self.signatures_topic]))[0]
         consumer = AIOKafkaConsumer(bootstrap_servers=self.stack.kafka_bootstrap)
         await consumer.start()
         try:
@@ -296,18 +296,18 @@ class SystemClient:
         finally:
             await consumer.stop()
 
-    def records_with_key(self, key: bytes) -> list[KafkaRecord]:
-        """Every record on the signatures topic with this key (all land in
-        one partition, which is read to its end)."""
-        return asyncio.run(self._records_with_key(key))
+    def records_with_key(self, key: bytes, topic: str = "") -> list[KafkaRecord]:
+        """Every record on a topic (signatures by default) with this key,
+        reading every partition to its end."""
+        return asyncio.run(self._records_with_key(key, topic or self.signatures_topic))
 
-    async def _records_with_key(self, key: bytes) -> list[KafkaRecord]:
-        ends = await self._end_offsets()
+    async def _records_with_key(self, key: bytes, topic: str) -> list[KafkaRecord]:
+        ends = await self._end_offsets(topic)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.stack.kafka_bootstrap, enable_auto_commit=False)
         await consumer.start()
         found: list[KafkaRecord] = []
         try:
-            partitions = [TopicPartition(self.signatures_topic, p) for p, end in ends.items() if end > 0]
+            partitions = [TopicPartition(topic, p) for p, end in ends.items() if end > 0]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             remaining = set(partitions)

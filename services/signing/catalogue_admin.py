@@ -19,6 +19,7 @@ from services.catalogue.model import (
     Threshold,
 )
 from services.catalogue.store import PetitionStore
+from services.signing.deadlines import PetitionEvents
 
 COUNTRY = re.compile(r"^[A-Z]{2}$")
 THRESHOLD_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -80,15 +81,18 @@ def petition_from_request(request: signing_pb2.CreatePetitionRequest, now: float
 
 
 class CatalogueAdmin:
-    def __init__(self, store: PetitionStore, cache: CachedCatalogue):
+    def __init__(self, store: PetitionStore, cache: CachedCatalogue, events: PetitionEvents):
         self._store = store
         self._cache = cache
+        self._events = events
 
     async def create(self, request: signing_pb2.CreatePetitionRequest) -> Petition:
         petition = petition_from_request(request, time.time())
         if not await self._store.create(petition):
             raise DomainError(ErrorKind.ALREADY_EXISTS, "PETITION_EXISTS", f"petition {petition.id!r} already exists")
         self._cache.forget(petition.id)
+        if petition.state is PetitionState.OPEN:
+            await self._events.opened(petition)
         return petition
 
     async def get(self, petition_id: str) -> Petition:
@@ -118,6 +122,10 @@ class CatalogueAdmin:
                 f"petition {petition_id!r} changed while it was being updated; read it again",
             )
         self._cache.forget(petition_id)
+        if target is PetitionState.OPEN:
+            await self._events.opened(changed)
+        else:
+            await self._events.closed(changed)
         return changed
 
     async def list(self, state: PetitionState | None) -> list[Petition]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 from typing import Any
@@ -22,6 +23,7 @@ from services.catalogue.messages import STATE_FROM_PROTO, petition_message, seco
 from services.catalogue.store import PetitionStore
 from services.signing.catalogue_admin import CatalogueAdmin
 from services.signing.credential_keys import CredentialKeyCache, IdentityKeysUnavailable
+from services.signing.deadlines import DeadlineCloser, PetitionEvents
 from services.signing.intake import Outcome, Receipt, SignatureIntake, SignatureRequest
 from services.signing.ledger import SignerLedger
 from services.signing.moderation import Selection, SignatureModeration
@@ -137,6 +139,7 @@ class SigningApp(GrpcApp):
         self.keys = CredentialKeyCache(self.identity_channel)
         self.store = PetitionStore(self.cassandra)
         self.lookup = SignatureLookup(self.cassandra, settings.signature_partitions)
+        self._closing: asyncio.Task[None] | None = None
         catalogue = CachedCatalogue(self.store, settings.catalogue_cache_seconds)
         ledger = SignerLedger(self.redis, claim_seconds=int(settings.publish_timeout_seconds) + 20)
         publisher = SignaturePublisher(
@@ -162,13 +165,15 @@ class SigningApp(GrpcApp):
                 )
             ),
         )
+        events = PetitionEvents(self.producer, settings.petition_events_topic)
+        self.closer = DeadlineCloser(self.store, catalogue, events, settings.deadline_check_seconds)
         self.server = ServiceServer(
             [signing_pb2.DESCRIPTOR.services_by_name["Signing"].full_name], settings.grpc_address
         )
         signing_pb2_grpc.add_SigningServicer_to_server(
             SigningServicer(
                 intake,
-                CatalogueAdmin(self.store, catalogue),
+                CatalogueAdmin(self.store, catalogue, events),
                 SignatureModeration(self.lookup, publisher),
                 settings.read_secret(ADMIN_TOKEN_FILE),
             ),
@@ -186,11 +191,21 @@ class SigningApp(GrpcApp):
         except IdentityKeysUnavailable as error:
             # Not fatal: the keys are fetched on the first Sign instead.
             structlog.get_logger().warning("identity keys not loaded at start", error=str(error))
+        self._closing = asyncio.create_task(self.closer.run(), name="close-at-deadline")
         await self.server.start()
+
+    async def until_failed(self) -> BaseException | None:
+        assert self._closing is not None, "start() first"
+        await asyncio.wait([self._closing])
+        return None if self._closing.cancelled() else self._closing.exception()
 
     async def stop(self) -> None:
         # Drain RPCs first: each one is waiting on Kafka and must get its answer.
         await self.server.stop(self.settings.grace_seconds)
+        if self._closing is not None:
+            self._closing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._closing
         await self.producer.stop()
         await self.identity_channel.close()
         await self.redis.aclose()

@@ -30,4 +30,6 @@ class SigningSettings(ServiceSettings):
     idempotency_ttl_seconds: int = 24 * 3600
     grace_seconds: float = 10.0
     rate_limits: dict[str, RateLimit] = DEFAULT_LIMITS
+    # How often petitions past their deadline are closed.
+    deadline_check_seconds: float = 10.0
     blocked_ip_networks: tuple[str, ...] = ()
