@@ -281,14 +281,20 @@ class SystemClient:
         finally:
             await consumer.stop()
 
-    def read_record(self, partition: int, offset: int) -> KafkaRecord:
-        return asyncio.run(self._read_record(partition, offset))
+    def read_record(self, partition: int, offset: int, *, bootstrap: str = "", topic: str = "") -> KafkaRecord:
+        """One record of the signatures topic (or another topic, on another
+        cluster), by position."""
+        return asyncio.run(
+            self._read_record(
+                partition, offset, bootstrap or self.stack.kafka_bootstrap, topic or self.signatures_topic
+            )
+        )
 
-    async def _read_record(self, partition: int, offset: int) -> KafkaRecord:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.stack.kafka_bootstrap, enable_auto_commit=False)
+    async def _read_record(self, partition: int, offset: int, bootstrap: str, topic: str) -> KafkaRecord:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
-            tp = TopicPartition(self.signatures_topic, partition)
+            tp = TopicPartition(topic, partition)
             consumer.assign([tp])
             consumer.seek(tp, offset)
             record = await asyncio.wait_for(consumer.getone(tp), 20)

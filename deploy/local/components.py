@@ -106,8 +106,8 @@ class Redis:
 KAFKA_PROPERTIES = """\
 # Written by deploy/local/components.py: one combined broker and controller (KRaft).
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller_port}
+node.id={node_id}
+controller.quorum.voters={voters}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
@@ -115,13 +115,13 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs={log_dir}
 num.partitions=6
-# One node: internal topics cannot have more replicas than brokers.
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
+# Internal topics cannot have more replicas than there are brokers.
+default.replication.factor={replication}
+min.insync.replicas={min_isr}
+offsets.topic.replication.factor={replication}
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={replication}
+transaction.state.log.min.isr={min_isr}
 transaction.state.log.num.partitions=4
 # Topics are created by `petitions migrate`, with their settings, never by accident.
 auto.create.topics.enable=false
@@ -139,10 +139,10 @@ log4j.logger.org.apache.kafka.controller=WARN
 """
 
 
-def _java_server_directories(layout: Layout, name: str) -> tuple[Path, Path, Path]:
+def _java_server_directories(layout: Layout, name: str, software: str = "") -> tuple[Path, Path, Path]:
     """The server's jars (fetched if needed), and its config and data
     directories (created if needed)."""
-    jars = fetch_jars(layout, name)
+    jars = fetch_jars(layout, software or name)
     conf, data = layout.conf(name), layout.data(name)
     conf.mkdir(parents=True, exist_ok=True)
     data.mkdir(parents=True, exist_ok=True)
@@ -150,22 +150,49 @@ def _java_server_directories(layout: Layout, name: str) -> tuple[Path, Path, Pat
 
 
 @dataclass(frozen=True)
+class KafkaNode:
+    """One node of a multi-broker cluster (the no-loss tests run three)."""
+
+    node_id: int
+    port: int
+    controller_port: int
+
+
+@dataclass(frozen=True)
 class Kafka:
+    """A combined broker and controller. Alone by default (the local stack);
+    with `cluster`, one of several nodes sharing a controller quorum."""
+
     name: str = "kafka"
     start_timeout: float = 90.0
     stop_timeout: float = 30.0
     # A small broker for a 2-core laptop or CI machine.
     heap: str = "512m"
+    node: KafkaNode | None = None
+    cluster: tuple[KafkaNode, ...] = ()
+    cluster_name: str = "kafka"
 
     def fetch(self, layout: Layout) -> None:
-        fetch_jars(layout, self.name)
+        fetch_jars(layout, "kafka")
+
+    def _node(self, layout: Layout) -> KafkaNode:
+        return self.node or KafkaNode(1, layout.ports.kafka, layout.ports.kafka_controller)
 
     def prepare(self, layout: Layout) -> list[str]:
-        jars, conf, data = _java_server_directories(layout, self.name)
+        jars, conf, data = _java_server_directories(layout, self.name, software="kafka")
+        node = self._node(layout)
+        nodes = self.cluster or (node,)
         properties = conf / "server.properties"
         properties.write_text(
             KAFKA_PROPERTIES.format(
-                port=layout.ports.kafka, controller_port=layout.ports.kafka_controller, log_dir=data / "log"
+                node_id=node.node_id,
+                voters=",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in nodes),
+                port=node.port,
+                controller_port=node.controller_port,
+                log_dir=data / "log",
+                replication=min(3, len(nodes)),
+                # With three replicas, an acknowledged write is on two of them.
+                min_isr=2 if len(nodes) >= 3 else 1,
             )
         )
         (conf / "log4j.properties").write_text(KAFKA_LOG4J)
@@ -182,7 +209,7 @@ class Kafka:
             f"{jars}/*",
         ]
         if not (data / "log" / "meta.properties").exists():
-            self._format(jvm, properties, _cluster_id(data / "cluster.id"))
+            self._format(jvm, properties, _cluster_id(layout.data(self.cluster_name) / "cluster.id"))
         return [*jvm, "kafka.Kafka", str(properties)]
 
     def _format(self, jvm: list[str], properties: Path, cluster_id: str) -> None:
@@ -198,18 +225,20 @@ class Kafka:
             raise StartFailed(f"kafka: formatting its storage failed:\n{result.stdout}{result.stderr}")
 
     def ready(self, layout: Layout) -> bool:
-        if not port_open(layout.ports.kafka):
+        port = self._node(layout).port
+        if not port_open(port):
             return False
-        return asyncio.run(_kafka_has_broker(f"127.0.0.1:{layout.ports.kafka}"))
+        return asyncio.run(_kafka_has_broker(f"127.0.0.1:{port}"))
 
     def port(self, layout: Layout) -> int:
-        return layout.ports.kafka
+        return self._node(layout).port
 
 
 def _cluster_id(path: Path) -> str:
     """The stack's Kafka cluster id, made once and kept beside the log
     directory, so a storage format after a half-finished first start gives
     the same cluster as before."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         return path.read_text().strip()
     cluster_id = "-"

@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -41,15 +41,17 @@ class ComponentStatus:
 
 
 class Stack:
-    def __init__(self, layout: Layout):
+    def __init__(self, layout: Layout, components: Mapping[str, Component] | None = None):
         self.layout = layout
+        self.components = dict(components or COMPONENTS)
+        self.order = [n for n in ORDER if n in self.components] or list(self.components)
 
     def files(self, name: str) -> ProcessFiles:
         return ProcessFiles.under(self.layout.run_dir, name)
 
     def fetch(self, names: Sequence[str]) -> None:
         for name in names:
-            COMPONENTS[name].fetch(self.layout)
+            self.components[name].fetch(self.layout)
 
     def up(self, names: Sequence[str]) -> dict[str, str]:
         """Starts the components that are not running, all at once, then
@@ -58,7 +60,7 @@ class Stack:
         report: dict[str, str] = {}
         waiting: list[Component] = []
         for name in names:
-            component = COMPONENTS[name]
+            component = self.components[name]
             files = self.files(name)
             pid = processes.running_pid(files)
             if pid is not None and component.ready(self.layout):
@@ -96,8 +98,8 @@ class Stack:
 
     def down(self, names: Sequence[str]) -> dict[str, str]:
         report = {}
-        for name in reversed([n for n in ORDER if n in names]):
-            stopped = processes.stop(self.files(name), COMPONENTS[name].stop_timeout)
+        for name in reversed([n for n in self.order if n in names]):
+            stopped = processes.stop(self.files(name), self.components[name].stop_timeout)
             report[name] = "stopped" if stopped else "was not running"
         return report
 
@@ -109,14 +111,14 @@ class Stack:
             ComponentStatus(
                 name,
                 processes.running_pid(self.files(name)),
-                COMPONENTS[name].port(self.layout),
+                self.components[name].port(self.layout),
                 str(self.files(name).log_file),
             )
-            for name in ORDER
+            for name in self.order
         ]
 
     def reset(self) -> None:
-        self.down(ORDER)
+        self.down(self.order)
         shutil.rmtree(self.layout.run_dir / "data", ignore_errors=True)
 
 
