@@ -4,9 +4,10 @@ background part of it dies), then stop it gracefully."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from servicekit.grpc_server import ServiceServer
 from servicekit.logs import configure_logging
@@ -32,18 +33,38 @@ class ServiceApp(Protocol):
 
 
 class GrpcApp:
-    """Base of the apps whose work is answering RPCs on self.server; an app
-    with background work overrides until_failed."""
+    """Base of the apps: RPCs on self.server, plus background loops started
+    with run_in_background (a consume loop, a periodic job). If one of those
+    ends, until_failed returns and the process exits for its supervisor to
+    restart it."""
 
     server: ServiceServer
+    _background: list[asyncio.Task[None]]
 
     @property
     def port(self) -> int:
         return self.server.port
 
+    def run_in_background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        if not hasattr(self, "_background"):
+            self._background = []
+        self._background.append(asyncio.create_task(work, name=name))
+
     async def until_failed(self) -> BaseException | None:
-        await asyncio.Event().wait()
-        return None
+        tasks = getattr(self, "_background", [])
+        if not tasks:
+            await asyncio.Event().wait()
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        task = done.pop()
+        if task.cancelled():
+            return None
+        return task.exception() or RuntimeError(f"{task.get_name()} ended")
+
+    async def stop_background(self) -> None:
+        for task in getattr(self, "_background", []):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def wait_for_termination_signal() -> None:

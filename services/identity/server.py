@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 from typing import Any
 
@@ -153,7 +152,6 @@ class IdentityApp(GrpcApp):
             ),
             self.server.server,
         )
-        self._reloading: asyncio.Task[None] | None = None
 
     async def _reload_keys_periodically(self) -> None:
         log = structlog.get_logger()
@@ -169,15 +167,12 @@ class IdentityApp(GrpcApp):
     async def start(self) -> None:
         await self.fetcher.start()
         await self.redis.ping()
-        self._reloading = asyncio.create_task(self._reload_keys_periodically(), name="reload-keys")
+        self.run_in_background(self._reload_keys_periodically(), "reload-keys")
         await self.server.start()
 
     async def stop(self) -> None:
         await self.server.stop(self.settings.grace_seconds)
-        if self._reloading is not None:
-            self._reloading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reloading
+        await self.stop_background()
         await self.fetcher.stop()
         await self.redis.aclose()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import ipaddress
 from typing import Any
@@ -139,7 +138,6 @@ class SigningApp(GrpcApp):
         self.keys = CredentialKeyCache(self.identity_channel)
         self.store = PetitionStore(self.cassandra)
         self.lookup = SignatureLookup(self.cassandra, settings.signature_partitions)
-        self._closing: asyncio.Task[None] | None = None
         catalogue = CachedCatalogue(self.store, settings.catalogue_cache_seconds)
         ledger = SignerLedger(self.redis, claim_seconds=int(settings.publish_timeout_seconds) + 20)
         publisher = SignaturePublisher(
@@ -191,21 +189,13 @@ class SigningApp(GrpcApp):
         except IdentityKeysUnavailable as error:
             # Not fatal: the keys are fetched on the first Sign instead.
             structlog.get_logger().warning("identity keys not loaded at start", error=str(error))
-        self._closing = asyncio.create_task(self.closer.run(), name="close-at-deadline")
+        self.run_in_background(self.closer.run(), "close-at-deadline")
         await self.server.start()
-
-    async def until_failed(self) -> BaseException | None:
-        assert self._closing is not None, "start() first"
-        await asyncio.wait([self._closing])
-        return None if self._closing.cancelled() else self._closing.exception()
 
     async def stop(self) -> None:
         # Drain RPCs first: each one is waiting on Kafka and must get its answer.
         await self.server.stop(self.settings.grace_seconds)
-        if self._closing is not None:
-            self._closing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._closing
+        await self.stop_background()
         await self.producer.stop()
         await self.identity_channel.close()
         await self.redis.aclose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -85,7 +84,6 @@ class TallyApp(GrpcApp):
         )
         self.server = ServiceServer([tally_pb2.DESCRIPTOR.services_by_name["Tally"].full_name], settings.grpc_address)
         tally_pb2_grpc.add_TallyServicer_to_server(TallyServicer(reader), self.server.server)
-        self._consuming: asyncio.Task[None] | None = None
 
     def _partitions(self) -> Sequence[int]:
         known = self.consumer.partitions_for_topic(self.settings.signatures_topic)
@@ -103,20 +101,12 @@ class TallyApp(GrpcApp):
         await self.redis.ping()
         await self.producer.start()
         await self.consumer.start()
-        self._consuming = asyncio.create_task(self.loop.run(), name="consume-signatures")
+        self.run_in_background(self.loop.run(), "consume-signatures")
         await self.server.start()
-
-    async def until_failed(self) -> BaseException | None:
-        assert self._consuming is not None, "start() first"
-        await asyncio.wait([self._consuming])
-        return None if self._consuming.cancelled() else self._consuming.exception()
 
     async def stop(self) -> None:
         await self.server.stop(self.settings.grace_seconds)
-        if self._consuming is not None:
-            self._consuming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._consuming
+        await self.stop_background()
         await self.consumer.stop()
         await self.producer.stop()
         await self.redis.aclose()
