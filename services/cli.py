@@ -3,8 +3,9 @@
 petitions dev-secrets            create local secret files (once)
 petitions migrate                create keyspace, tables and topics
 petitions create-petition ...    create (and open) a petition
-petitions dev-sign --persona X   sign as a dev persona, end to end
+petitions dev-sign --persona X   sign as a dev persona (or --email A), end to end
 petitions tally PETITION         print a petition's tally
+petitions recount [--repair]     prove the tally against Cassandra (and rebuild it)
 """
 
 from __future__ import annotations
@@ -33,10 +34,14 @@ from petitions.v1 import (
     tally_pb2_grpc,
 )
 from servicekit.settings import REPO_ROOT, CommonSettings
+from servicekit.stores import CassandraSession, redis_client
+from services.catalogue.store import PetitionStore
 from services.dev_secrets import ensure_dev_secrets
 from services.identity.settings import DEV_ISSUER
 from services.migrations import migrate
 from services.signing.server import ADMIN_TOKEN_FILE
+from services.tally.counters import ShardedCounters
+from services.tally.recount import Recount
 
 
 class CliSettings(CommonSettings):
@@ -166,6 +171,34 @@ async def _tally(settings: CliSettings, options: argparse.Namespace) -> int:
     return 0
 
 
+async def _recount(settings: CliSettings, options: argparse.Namespace) -> int:
+    """Prints each petition's differences between Cassandra and the live
+    counters; with --repair rebuilds the counters and checks again."""
+    cassandra = CassandraSession(settings)
+    await cassandra.start()
+    redis = redis_client(settings)
+    try:
+        recount = Recount(cassandra, ShardedCounters(redis, settings.signatures_topic), settings.signature_partitions)
+        recount.prepare()
+        petitions = options.petitions or [p.id for p in await PetitionStore(cassandra).list_all()]
+        differing = 0
+        for petition_id in petitions:
+            comparison = await recount.compare(petition_id)
+            if comparison.differences and options.repair:
+                await recount.repair(petition_id)
+                print(f"{petition_id}: repaired ({'; '.join(comparison.differences)})")
+                comparison = await recount.compare(petition_id)
+            if comparison.differences:
+                differing += 1
+                print(f"{petition_id}: DIFFERS: {'; '.join(comparison.differences)}")
+            else:
+                print(f"{petition_id}: {comparison.expected.total} signatures, no difference")
+        return 1 if differing else 0
+    finally:
+        await redis.aclose()
+        await cassandra.stop()
+
+
 async def _migrate(settings: CliSettings, options: argparse.Namespace) -> int:
     created = await migrate(settings)
     print(f"schema ready in keyspace {settings.keyspace}; topics created: {', '.join(created) or 'none'}")
@@ -199,6 +232,12 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--territory", default="75")
     sign.add_argument("--idempotency-key", default="")
 
+    recount = commands.add_parser(
+        "recount", help="recompute counts from Cassandra and compare with the live tally (exit 1 on a difference)"
+    )
+    recount.add_argument("petitions", nargs="*", help="petition ids (default: every petition)")
+    recount.add_argument("--repair", action="store_true", help="rebuild the live counters from Cassandra")
+
     tally = commands.add_parser("tally", help="print a petition's tally")
     tally.add_argument("petition", nargs="?", default="demo")
     return parser
@@ -216,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "create-petition": _create_petition,
         "dev-sign": _dev_sign,
         "tally": _tally,
+        "recount": _recount,
     }
     try:
         return asyncio.run(handlers[options.command](settings, options))

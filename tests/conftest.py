@@ -21,8 +21,15 @@ from tests.system import SystemClient
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Audits run after everything else, over what the whole suite wrote."""
-    items.sort(key=lambda item: item.get_closest_marker("audit") is not None)
+    """Audits run after everything else, over what the whole suite wrote;
+    tests that wipe shared state run after the audits."""
+
+    def phase(item: pytest.Item) -> int:
+        if item.get_closest_marker("destructive") is not None:
+            return 2
+        return 1 if item.get_closest_marker("audit") is not None else 0
+
+    items.sort(key=phase)
 
 
 # Redis database for test sessions; the developer's system uses database 0.

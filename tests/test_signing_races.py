@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+import redis
 
 from petitions.v1 import signing_pb2, signing_pb2_grpc
-from tests.harness import ServiceProcess, free_port, start_service, wait_serving
+from tests.harness import ServiceProcess, free_port, run_cli, start_service, wait_serving
 from tests.system import SystemClient
 
 pytestmark = pytest.mark.stack
@@ -77,3 +78,43 @@ def test_a_retry_with_the_same_key_publishes_nothing_new(system: SystemClient) -
     }
     log_key = hashlib.sha256(f"{petition.id}\x00{credential.claims.signer}".encode()).digest()
     assert len(system.records_with_key(log_key)) == 1
+
+
+@pytest.mark.destructive
+def test_the_race_stays_one_signature_when_redis_is_flushed_in_the_middle(
+    system: SystemClient, second_signing: signing_pb2_grpc.SigningStub
+) -> None:
+    """With the fast ledger gone mid-race, later calls publish again; the
+    tally's per-partition dedup, rebuilt from Cassandra by the recount,
+    still counts the person once."""
+    petition = system.create_petition("Race through a Redis loss")
+    credential = system.credential(f"racer-{uuid.uuid4().hex[:8]}")
+    stubs = [system.signing, second_signing]
+    store = redis.Redis.from_url(system.namespace.env(system.stack)["PETITIONS_REDIS_URL"])
+
+    def sign(i: int) -> grpc.Future[signing_pb2.SignResponse]:
+        request = signing_pb2.SignRequest(
+            credential=credential.token, petition_id=petition.id, idempotency_key=f"race-{uuid.uuid4().hex}"
+        )
+        return stubs[i % 2].Sign.future(request, timeout=60)
+
+    first_half = [sign(i) for i in range(100)]
+    first_half[0].result()
+    store.flushdb()
+    second_half = [sign(i) for i in range(100, 200)]
+    outcomes = Counter(call.result().outcome for call in first_half + second_half)
+
+    assert sum(outcomes.values()) == 200
+    assert outcomes[ACCEPTED] >= 1
+    system.settled_tally(petition.id)
+    repaired = run_cli(system.namespace.env(system.stack), "recount", "--repair", petition.id)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert system.settled_tally(petition.id).total == 1
+    rows = [
+        row
+        for shard in range(6)
+        for row in system.cassandra.execute(
+            "SELECT signer FROM signatures WHERE petition_id = %s AND shard = %s", (petition.id, shard)
+        )
+    ]
+    assert [row.signer for row in rows] == [credential.claims.signer]

@@ -64,6 +64,27 @@ return counted
 """
 
 
+# Replaces one (shard, petition)'s signer hash and counters with what the
+# system of record says, unless the shard's applied offset moved since the
+# caller read the records (a batch landed meanwhile: read again).
+# KEYS = applied, signers, counts; ARGV[1] = applied offset as read ("" if
+# none), ARGV[2] = number of signers, then signer/value pairs, then
+# field/count pairs for the counters.
+_REBUILD = """
+local applied = redis.call('GET', KEYS[1]) or ''
+if applied ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3])
+local n = tonumber(ARGV[2])
+for i = 0, n - 1 do
+  redis.call('HSET', KEYS[2], ARGV[3 + i * 2], ARGV[4 + i * 2])
+end
+for i = 3 + n * 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+end
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class CountedEvent:
     offset: int
@@ -86,6 +107,7 @@ class ShardedCounters:
         self._redis = redis
         self._topic = topic
         self._apply = redis.register_script(_APPLY)
+        self._rebuild = redis.register_script(_REBUILD)
 
     def _shard(self, partition: int) -> str:
         return f"tally:{{{self._topic}:{partition}}}"
@@ -105,6 +127,25 @@ class ShardedCounters:
         keys += [f"{shard}:signers:", f"{shard}:counts:"]
         args += [last_offset, "noop", "", "", ""]
         return int(await self._apply(keys=keys, args=args))
+
+    async def applied_marker(self, partition: int) -> str:
+        """The shard's applied offset as stored ("" when none), for rebuild()."""
+        value = await self._redis.get(f"{self._shard(partition)}:applied")
+        return value.decode() if isinstance(value, bytes) else (value or "")
+
+    async def rebuild(
+        self, partition: int, petition_id: str, applied_as_read: str, signers: dict[str, str], counts: dict[str, int]
+    ) -> bool:
+        """Replaces the shard's state for one petition; False (nothing
+        written) when a batch was applied since applied_as_read."""
+        shard = self._shard(partition)
+        args: list[str | int] = [applied_as_read, len(signers)]
+        for signer, value in signers.items():
+            args += [signer, value]
+        for field, count in counts.items():
+            args += [field, count]
+        keys = [f"{shard}:applied", f"{shard}:signers:{petition_id}", f"{shard}:counts:{petition_id}"]
+        return bool(int(await self._rebuild(keys=keys, args=args)))
 
     async def applied_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
         """The last applied offset of each partition (-1 when none)."""

@@ -1,0 +1,128 @@
+"""The recount: every count recomputed from Cassandra, the system of record,
+compared with the live counters in Redis, and on request the Redis state
+rebuilt from it, so that losing Redis loses nothing.
+
+Rebuilding is safe while tally workers run: a shard is replaced only if its
+applied offset did not move between reading the records and writing (else
+it is read again), and a batch applied afterwards finds its signers already
+known and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from servicekit.stores import CassandraSession
+from services.tally.counters import ShardedCounters, Totals
+
+REBUILD_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    signer: str
+    territory: str
+    country: str
+    valid: bool
+    # An invalidation can arrive before the signature it invalidates; its
+    # row then has no signature yet.
+    signed: bool
+
+
+@dataclass(frozen=True)
+class Comparison:
+    petition_id: str
+    expected: Totals
+    live: Totals
+
+    @property
+    def differences(self) -> list[str]:
+        found = []
+        if self.expected.total != self.live.total:
+            found.append(f"total: stored {self.expected.total}, live {self.live.total}")
+        for name, expected, live in (
+            ("territory", self.expected.by_territory, self.live.by_territory),
+            ("country", self.expected.by_country, self.live.by_country),
+        ):
+            for key in sorted(set(expected) | set(live)):
+                if expected.get(key, 0) != live.get(key, 0):
+                    found.append(f"{name} {key}: stored {expected.get(key, 0)}, live {live.get(key, 0)}")
+        return found
+
+
+def counts_of(rows: Sequence[StoredRow]) -> dict[str, int]:
+    """The counter fields (total, t:<territory>, c:<country>) of valid rows."""
+    counts: Counter[str] = Counter()
+    for row in rows:
+        if row.signed and row.valid:
+            counts["total"] += 1
+            if row.territory:
+                counts[f"t:{row.territory}"] += 1
+            if row.country:
+                counts[f"c:{row.country}"] += 1
+    return dict(counts)
+
+
+def signer_values(rows: Sequence[StoredRow]) -> dict[str, str]:
+    """The signer hash as the tally's apply script would have built it."""
+    values = {}
+    for row in rows:
+        value = f"{row.territory}\t{row.country}" if row.signed else ""
+        values[row.signer] = value if row.valid else f"!{value}"
+    return values
+
+
+def totals_of(counts: dict[str, int]) -> Totals:
+    return Totals(
+        total=counts.get("total", 0),
+        by_territory={k[2:]: v for k, v in counts.items() if k.startswith("t:") and v},
+        by_country={k[2:]: v for k, v in counts.items() if k.startswith("c:") and v},
+    )
+
+
+class Recount:
+    def __init__(self, cassandra: CassandraSession, counters: ShardedCounters, partitions: int):
+        self._db = cassandra
+        self._counters = counters
+        self._partitions = list(range(partitions))
+        self._select: Any = None
+
+    def prepare(self) -> None:
+        self._select = self._db.prepare(
+            f"SELECT signer, signature_id, territory, country, invalidated_at FROM {self._db.table('signatures')}"
+            " WHERE petition_id = ? AND shard = ?"
+        )
+
+    async def _rows(self, petition_id: str, shard: int) -> list[StoredRow]:
+        return [
+            StoredRow(
+                signer=row.signer,
+                territory=row.territory or "",
+                country=row.country or "",
+                valid=row.invalidated_at is None,
+                signed=row.signature_id is not None,
+            )
+            for row in await self._db.execute(self._select, (petition_id, shard))
+        ]
+
+    async def compare(self, petition_id: str) -> Comparison:
+        shards = await asyncio.gather(*(self._rows(petition_id, shard) for shard in self._partitions))
+        expected: Counter[str] = Counter()
+        for rows in shards:
+            expected.update(counts_of(rows))
+        live = await self._counters.totals(petition_id, self._partitions)
+        return Comparison(petition_id, totals_of(dict(expected)), live)
+
+    async def repair(self, petition_id: str) -> None:
+        for shard in self._partitions:
+            for _ in range(REBUILD_ATTEMPTS):
+                applied = await self._counters.applied_marker(shard)
+                rows = await self._rows(petition_id, shard)
+                if await self._counters.rebuild(shard, petition_id, applied, signer_values(rows), counts_of(rows)):
+                    break
+            else:
+                raise RuntimeError(f"shard {shard} kept changing; run the repair again")
