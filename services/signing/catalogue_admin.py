@@ -9,6 +9,7 @@ import uuid
 from petitions.v1 import signing_pb2
 from servicekit.errors import DomainError, ErrorKind, invalid
 from services.catalogue.cache import CachedCatalogue
+from services.catalogue.errors import petition_not_found
 from services.catalogue.messages import seconds_of
 from services.catalogue.model import (
     PETITION_ID,
@@ -100,7 +101,7 @@ class CatalogueAdmin:
             raise invalid("petition_id", PETITION_ID_RULE)
         petition = await self._store.get(petition_id)
         if petition is None:
-            raise DomainError(ErrorKind.NOT_FOUND, "PETITION_NOT_FOUND", f"petition {petition_id!r} does not exist")
+            raise petition_not_found(petition_id)
         return petition
 
     async def transition(self, petition_id: str, action: str) -> Petition:

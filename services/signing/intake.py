@@ -23,6 +23,7 @@ from servicekit.errors import DomainError, ErrorKind, invalid
 from servicekit.request_guard import RequestGuard
 from servicekit.signer_credential import CredentialRejected, SignerClaims
 from services.catalogue.cache import CachedCatalogue
+from services.catalogue.errors import petition_not_found
 from services.catalogue.model import PETITION_ID, PETITION_ID_RULE, Petition, PetitionState
 from services.signing.credential_keys import CredentialKeyCache, IdentityKeysUnavailable
 from services.signing.ledger import EntryState, LedgerEntry, LedgerUnavailable, SignerLedger
@@ -85,7 +86,7 @@ def validate(request: SignatureRequest) -> None:
 
 def check_can_sign(petition: Petition | None, petition_id: str, claims: SignerClaims, now: float) -> Petition:
     if petition is None:
-        raise DomainError(ErrorKind.NOT_FOUND, "PETITION_NOT_FOUND", f"petition {petition_id!r} does not exist")
+        raise petition_not_found(petition_id)
     if not petition.accepts_signatures_at(now):
         if petition.state is PetitionState.OPEN and petition.opens_at is not None and now < petition.opens_at:
             message = f"petition {petition_id!r} is not open for signatures yet"

@@ -7,8 +7,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from servicekit.errors import DomainError, ErrorKind, invalid
+from servicekit.errors import invalid
 from services.catalogue.cache import CachedCatalogue
+from services.catalogue.errors import petition_not_found
 from services.catalogue.model import PETITION_ID, PETITION_ID_RULE
 from services.tally.counters import ShardedCounters, Totals
 
@@ -43,7 +44,7 @@ class TallyReader:
         if not PETITION_ID.match(petition_id):
             raise invalid("petition_id", PETITION_ID_RULE)
         if await self._catalogue.get(petition_id) is None:
-            raise DomainError(ErrorKind.NOT_FOUND, "PETITION_NOT_FOUND", f"petition {petition_id!r} does not exist")
+            raise petition_not_found(petition_id)
         partitions = self._partitions()
         totals = await self._counters.totals(petition_id, partitions)
         return TallySnapshot(petition_id, totals, time.time(), await self._lag_messages(partitions))
