@@ -49,6 +49,17 @@ def cassandra_statements(settings: CommonSettings) -> list[str]:
             invalidated_at timestamp,
             invalid_reason text,
             PRIMARY KEY ((petition_id, shard), signer))""",
+        # One row per threshold a petition crossed, written once (LWT);
+        # `published` turns true once ThresholdReached is in Kafka, so a
+        # crash in between is repaired by republishing at start.
+        f"""CREATE TABLE IF NOT EXISTS {keyspace}.thresholds_reached (
+            petition_id text,
+            threshold_id text,
+            count bigint,
+            territories int,
+            reached_at timestamp,
+            published boolean,
+            PRIMARY KEY (petition_id, threshold_id))""",
     ]
 
 

@@ -19,6 +19,7 @@ from petitions.v1 import events_pb2, identity_pb2
 from services.tally.archive import InvalidationRow, SignatureArchive, SignatureRow
 from services.tally.counters import ACCEPT, INVALIDATE, CountedEvent, ShardedCounters
 from services.tally.dead_letters import DeadLetterSink
+from services.tally.thresholds import ThresholdWatcher
 
 log = structlog.get_logger()
 
@@ -76,10 +77,12 @@ class BatchApplier:
         archive: SignatureArchive,
         counters: ShardedCounters,
         dead_letters: DeadLetterSink,
+        thresholds: ThresholdWatcher,
     ):
         self._archive = archive
         self._counters = counters
         self._dead_letters = dead_letters
+        self._thresholds = thresholds
 
     async def apply(self, partition: int, messages: Sequence[LogMessage]) -> None:
         started = time.perf_counter()
@@ -135,6 +138,9 @@ class BatchApplier:
         # Cassandra first: a signature is counted only once it is on record.
         await self._archive.store(rows, invalidations)
         await self._counters.apply(partition, messages[-1].offset, counted)
+        # Also after a replayed batch whose counts were applied before a
+        # crash: the check reads the counters, so it cannot miss a crossing.
+        await self._thresholds.check({row.petition_id for row in rows})
         for item in counted:
             APPLIED.labels("accepted" if item.kind == ACCEPT else "invalidated").inc()
         BATCH_SECONDS.observe(time.perf_counter() - started)

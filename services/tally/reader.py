@@ -12,6 +12,7 @@ from services.catalogue.cache import CachedCatalogue
 from services.catalogue.errors import petition_not_found
 from services.catalogue.model import PETITION_ID, PETITION_ID_RULE
 from services.tally.counters import ShardedCounters, Totals
+from services.tally.thresholds import Crossing, ThresholdStore
 
 EndOffsets = Callable[[Sequence[int]], Awaitable[dict[int, int]]]
 
@@ -22,6 +23,7 @@ class TallySnapshot:
     totals: Totals
     as_of: float
     lag_messages: int
+    thresholds_reached: list[Crossing]
 
 
 class TallyReader:
@@ -29,12 +31,14 @@ class TallyReader:
         self,
         counters: ShardedCounters,
         catalogue: CachedCatalogue,
+        thresholds: ThresholdStore,
         partitions: Callable[[], Sequence[int]],
         end_offsets: EndOffsets,
         lag_cache_seconds: float,
     ):
         self._counters = counters
         self._catalogue = catalogue
+        self._thresholds = thresholds
         self._partitions = partitions
         self._end_offsets = end_offsets
         self._lag_cache_seconds = lag_cache_seconds
@@ -47,7 +51,8 @@ class TallyReader:
             raise petition_not_found(petition_id)
         partitions = self._partitions()
         totals = await self._counters.totals(petition_id, partitions)
-        return TallySnapshot(petition_id, totals, time.time(), await self._lag_messages(partitions))
+        reached = sorted((c for c, _ in await self._thresholds.reached(petition_id)), key=lambda c: c.reached_at)
+        return TallySnapshot(petition_id, totals, time.time(), await self._lag_messages(partitions), reached)
 
     async def _lag_messages(self, partitions: Sequence[int]) -> int:
         """Messages in the log not yet applied, over all partitions; cached

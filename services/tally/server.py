@@ -24,6 +24,7 @@ from services.tally.counters import ShardedCounters
 from services.tally.dead_letters import DeadLetterSink
 from services.tally.reader import TallyReader, TallySnapshot
 from services.tally.settings import TallySettings
+from services.tally.thresholds import ThresholdStore, ThresholdWatcher
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -50,6 +51,10 @@ def tally_message(snapshot: TallySnapshot) -> tally_pb2.PetitionTally:
         by_country=snapshot.totals.by_country,
         as_of=timestamp(snapshot.as_of),
         lag_messages=snapshot.lag_messages,
+        thresholds_reached=[
+            tally_pb2.ReachedThreshold(threshold_id=c.threshold_id, count=c.count, reached_at=timestamp(c.reached_at))
+            for c in snapshot.thresholds_reached
+        ],
     )
 
 
@@ -73,11 +78,19 @@ class TallyApp(GrpcApp):
         self.store = PetitionStore(self.cassandra)
         self.archive = SignatureArchive(self.cassandra, settings.cassandra_write_concurrency)
         counters = ShardedCounters(self.redis, topic)
-        applier = BatchApplier(self.archive, counters, DeadLetterSink(self.producer, settings.dead_letter_topic))
+        catalogue = CachedCatalogue(self.store, settings.catalogue_cache_seconds)
+        self.thresholds = ThresholdStore(self.cassandra)
+        self.watcher = ThresholdWatcher(
+            catalogue, counters, self._partitions, self.thresholds, self.producer, settings.petition_events_topic
+        )
+        applier = BatchApplier(
+            self.archive, counters, DeadLetterSink(self.producer, settings.dead_letter_topic), self.watcher
+        )
         self.loop = SignatureConsumer(self.consumer, applier, settings.max_batch_messages, settings.poll_timeout_ms)
         reader = TallyReader(
             counters,
-            CachedCatalogue(self.store, settings.catalogue_cache_seconds),
+            catalogue,
+            self.thresholds,
             self._partitions,
             self._end_offsets,
             settings.lag_cache_seconds,
@@ -98,8 +111,10 @@ class TallyApp(GrpcApp):
         await self.cassandra.start()
         self.store.prepare()
         self.archive.prepare()
+        self.thresholds.prepare()
         await self.redis.ping()
         await self.producer.start()
+        await self.watcher.republish_pending()
         await self.consumer.start()
         self.run_in_background(self.loop.run(), "consume-signatures")
         await self.server.start()
