@@ -11,7 +11,7 @@ script also runs on Redis Cluster.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -101,6 +101,20 @@ class Totals:
     by_territory: dict[str, int]
     by_country: dict[str, int]
 
+    @property
+    def territories(self) -> int:
+        """Territories with at least one valid signature."""
+        return sum(1 for count in self.by_territory.values() if count > 0)
+
+
+def totals_of(fields: Mapping[str, int]) -> Totals:
+    """Totals from counter fields: total, t:<territory>, c:<country>."""
+    return Totals(
+        total=fields.get("total", 0),
+        by_territory={k[2:]: v for k, v in fields.items() if k.startswith("t:") and v},
+        by_country={k[2:]: v for k, v in fields.items() if k.startswith("c:") and v},
+    )
+
 
 class ShardedCounters:
     def __init__(self, redis: aioredis.Redis, topic: str):
@@ -160,8 +174,4 @@ class ShardedCounters:
         summed: Counter[str] = Counter()
         for shard in shards:
             summed.update({field.decode(): int(value) for field, value in shard.items()})
-        return Totals(
-            total=summed.pop("total", 0),
-            by_territory={k[2:]: v for k, v in summed.items() if k.startswith("t:") and v},
-            by_country={k[2:]: v for k, v in summed.items() if k.startswith("c:") and v},
-        )
+        return totals_of(summed)

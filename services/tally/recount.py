@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from servicekit.stores import CassandraSession
-from services.tally.counters import ShardedCounters, Totals
+from services.tally.counters import ShardedCounters, Totals, totals_of
 
 REBUILD_ATTEMPTS = 10
 
@@ -74,14 +74,6 @@ def signer_values(rows: Sequence[StoredRow]) -> dict[str, str]:
         value = f"{row.territory}\t{row.country}" if row.signed else ""
         values[row.signer] = value if row.valid else f"!{value}"
     return values
-
-
-def totals_of(counts: dict[str, int]) -> Totals:
-    return Totals(
-        total=counts.get("total", 0),
-        by_territory={k[2:]: v for k, v in counts.items() if k.startswith("t:") and v},
-        by_country={k[2:]: v for k, v in counts.items() if k.startswith("c:") and v},
-    )
 
 
 class Recount:

@@ -42,11 +42,10 @@ def crossed(thresholds: Iterable[Threshold], totals: Totals, already: set[str]) 
     """The thresholds these totals satisfy that were not reached before. A
     territorial rule (e.g. 500,000 from at least 30 départements) needs both
     conditions at once."""
-    territories = sum(1 for count in totals.by_territory.values() if count > 0)
     return [
         t
         for t in thresholds
-        if t.id not in already and totals.total >= t.signatures and territories >= t.min_territories
+        if t.id not in already and totals.total >= t.signatures and totals.territories >= t.min_territories
     ]
 
 
@@ -139,7 +138,7 @@ class ThresholdWatcher:
                     petition_id,
                     threshold.id,
                     totals.total,
-                    sum(1 for count in totals.by_territory.values() if count > 0),
+                    totals.territories,
                     time.time(),
                 )
                 if await self._store.record(crossing):
