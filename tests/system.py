@@ -235,14 +235,26 @@ class SystemClient:
     def settled_tally(self, petition_id: str, timeout: float = 60.0) -> tally_pb2.PetitionTally:
         """The tally once every message in the log has been applied."""
         deadline = time.monotonic() + timeout
-        while True:
-            # Committed offsets move only after a batch is applied, so a
-            # tally read after seeing them at the log's end includes it all.
-            if self.applied_everything():
-                return self.get_tally(petition_id)
+        while not self.applied_everything():
             if time.monotonic() > deadline:
                 raise AssertionError(f"tally has not applied the whole log after {timeout:g} s")
             time.sleep(0.2)
+        # Committed offsets move only after a batch is applied, so counts
+        # read after this moment include it all.
+        return self.fresh_tally(petition_id)
+
+    def fresh_tally(self, petition_id: str, timeout: float = 10.0) -> tally_pb2.PetitionTally:
+        """A tally read from the stores after this call began (tally serves
+        reads from a short-lived cache)."""
+        asked_at = time.time()
+        deadline = time.monotonic() + timeout
+        while True:
+            tally = self.get_tally(petition_id)
+            if tally.as_of.ToNanoseconds() / 1e9 >= asked_at:
+                return tally
+            if time.monotonic() > deadline:
+                raise AssertionError(f"tally served no read newer than {timeout:g} s")
+            time.sleep(0.05)
 
     def applied_everything(self) -> bool:
         """True when the tally's consumer group has committed every message."""

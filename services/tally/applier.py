@@ -13,22 +13,15 @@ from dataclasses import dataclass
 
 import structlog
 from google.protobuf.message import DecodeError
-from prometheus_client import Counter, Histogram
 
 from petitions.v1 import events_pb2, identity_pb2
 from services.tally.archive import InvalidationRow, SignatureArchive, SignatureRow
 from services.tally.counters import ACCEPT, INVALIDATE, CountedEvent, ShardedCounters
 from services.tally.dead_letters import DeadLetterSink
+from services.tally.metric_defs import APPLIED, BATCH_SECONDS
 from services.tally.thresholds import ThresholdWatcher
 
 log = structlog.get_logger()
-
-APPLIED = Counter("petitions_tally_messages_applied_total", "Signature-log messages applied.", ["kind"])
-BATCH_SECONDS = Histogram(
-    "petitions_tally_batch_seconds",
-    "Time to apply one partition's batch (Cassandra and Redis).",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-)
 
 _METHOD_NAMES = {
     identity_pb2.VERIFICATION_METHOD_OIDC: "oidc",

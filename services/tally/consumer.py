@@ -13,16 +13,12 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from cassandra import DriverException
-from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from services.tally.applier import BatchApplier, LogMessage
+from services.tally.metric_defs import BATCH_FAILURES
 
 log = structlog.get_logger()
-
-BATCH_FAILURES = Counter(
-    "petitions_tally_batch_failures_total", "Batches that failed to apply and will be retried.", ["error"]
-)
 
 MAX_BACKOFF_SECONDS = 5.0
 

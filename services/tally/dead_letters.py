@@ -4,12 +4,10 @@ with the reason, so that the partition moves on and a person can look."""
 from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from prometheus_client import Counter
 
 from petitions.v1 import events_pb2
 from servicekit.stores import ReplaceableProducer
-
-DEAD_LETTERED = Counter("petitions_tally_dead_letters_total", "Messages sent to the dead-letter topic.")
+from services.tally.metric_defs import DEAD_LETTERED
 
 
 class DeadLetterSink:

@@ -1,5 +1,10 @@
 """Reads a petition's tally: the sum of its shards, and how far behind the
-log the counts are."""
+log the counts are.
+
+Reads are served from a short-lived, coalescing cache: a flash crowd of
+readers of one petition costs Redis about one read of that petition per
+`tally_cache_seconds` per process, and the live stream shares the same reads.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from servicekit.coalescing import CoalescingCache
 from servicekit.errors import invalid
 from services.catalogue.cache import CachedCatalogue
 from services.catalogue.errors import petition_not_found
@@ -25,6 +31,10 @@ class TallySnapshot:
     lag_messages: int
     thresholds_reached: list[Crossing]
 
+    def same_counts(self, other: TallySnapshot) -> bool:
+        """True when a watcher would see nothing new (time and lag aside)."""
+        return self.totals == other.totals and self.thresholds_reached == other.thresholds_reached
+
 
 class TallyReader:
     def __init__(
@@ -35,6 +45,7 @@ class TallyReader:
         partitions: Callable[[], Sequence[int]],
         end_offsets: EndOffsets,
         lag_cache_seconds: float,
+        cache_seconds: float,
     ):
         self._counters = counters
         self._catalogue = catalogue
@@ -43,16 +54,24 @@ class TallyReader:
         self._end_offsets = end_offsets
         self._lag_cache_seconds = lag_cache_seconds
         self._lag: tuple[float, int] = (0.0, 0)
+        self.snapshots: CoalescingCache[str, TallySnapshot] = CoalescingCache(self._read_stores, cache_seconds)
 
     async def read(self, petition_id: str) -> TallySnapshot:
+        """The petition's tally, at most cache_seconds old; INVALID_ARGUMENT
+        or NOT_FOUND for an id that names no petition."""
         if not PETITION_ID.match(petition_id):
             raise invalid("petition_id", PETITION_ID_RULE)
         if await self._catalogue.get(petition_id) is None:
             raise petition_not_found(petition_id)
+        return await self.snapshots.get(petition_id)
+
+    async def _read_stores(self, petition_id: str) -> TallySnapshot:
+        # Taken before reading: the counts include everything applied by then.
+        as_of = time.time()
         partitions = self._partitions()
         totals = await self._counters.totals(petition_id, partitions)
         reached = sorted((c for c, _ in await self._thresholds.reached(petition_id)), key=lambda c: c.reached_at)
-        return TallySnapshot(petition_id, totals, time.time(), await self._lag_messages(partitions), reached)
+        return TallySnapshot(petition_id, totals, as_of, await self._lag_messages(partitions), reached)
 
     async def _lag_messages(self, partitions: Sequence[int]) -> int:
         """Messages in the log not yet applied, over all partitions; cached

@@ -10,7 +10,6 @@ import grpc
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from petitions.v1 import tally_pb2, tally_pb2_grpc
-from servicekit.errors import not_yet_available
 from servicekit.grpc_server import ServiceServer
 from servicekit.lifecycle import GrpcApp, run_service
 from servicekit.stores import CassandraSession, ReplaceableProducer, redis_client
@@ -25,13 +24,15 @@ from services.tally.dead_letters import DeadLetterSink
 from services.tally.reader import TallyReader, TallySnapshot
 from services.tally.settings import TallySettings
 from services.tally.thresholds import ThresholdStore, ThresholdWatcher
+from services.tally.watch import TallyFeeds
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class TallyServicer(tally_pb2_grpc.TallyServicer):
-    def __init__(self, reader: TallyReader):
+    def __init__(self, reader: TallyReader, feeds: TallyFeeds):
         self._reader = reader
+        self._feeds = feeds
 
     async def GetTally(self, request: tally_pb2.GetTallyRequest, context: Context) -> tally_pb2.PetitionTally:
         return tally_message(await self._reader.read(request.petition_id))
@@ -39,8 +40,8 @@ class TallyServicer(tally_pb2_grpc.TallyServicer):
     async def WatchTally(
         self, request: tally_pb2.WatchTallyRequest, context: Context
     ) -> AsyncIterator[tally_pb2.PetitionTally]:
-        raise not_yet_available("WatchTally")
-        yield  # makes this an async generator, as a streaming handler must be
+        async for snapshot in self._feeds.watch(request.petition_id):
+            yield tally_message(snapshot)
 
 
 def tally_message(snapshot: TallySnapshot) -> tally_pb2.PetitionTally:
@@ -76,7 +77,9 @@ class TallyApp(GrpcApp):
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self.store = PetitionStore(self.cassandra)
-        self.archive = SignatureArchive(self.cassandra, settings.cassandra_write_concurrency)
+        self.archive = SignatureArchive(
+            self.cassandra, settings.cassandra_write_concurrency, settings.cassandra_rows_per_batch
+        )
         counters = ShardedCounters(self.redis, topic)
         catalogue = CachedCatalogue(self.store, settings.catalogue_cache_seconds)
         self.thresholds = ThresholdStore(self.cassandra)
@@ -94,9 +97,11 @@ class TallyApp(GrpcApp):
             self._partitions,
             self._end_offsets,
             settings.lag_cache_seconds,
+            settings.tally_cache_seconds,
         )
+        self.feeds = TallyFeeds(reader.read, settings.watch_interval_ms / 1000, settings.max_watchers)
         self.server = ServiceServer([tally_pb2.DESCRIPTOR.services_by_name["Tally"].full_name], settings.grpc_address)
-        tally_pb2_grpc.add_TallyServicer_to_server(TallyServicer(reader), self.server.server)
+        tally_pb2_grpc.add_TallyServicer_to_server(TallyServicer(reader, self.feeds), self.server.server)
 
     def _partitions(self) -> Sequence[int]:
         known = self.consumer.partitions_for_topic(self.settings.signatures_topic)
@@ -120,6 +125,9 @@ class TallyApp(GrpcApp):
         await self.server.start()
 
     async def stop(self) -> None:
+        # Watch streams never end by themselves: end them first, so the
+        # drain is not spent waiting for them.
+        self.feeds.close()
         await self.server.stop(self.settings.grace_seconds)
         await self.stop_background()
         await self.consumer.stop()

@@ -14,7 +14,17 @@ class TallySettings(ServiceSettings):
     max_batch_messages: int = 2_000
     poll_timeout_ms: int = 200
     # Concurrent Cassandra writes while applying one batch.
-    cassandra_write_concurrency: int = 64
+    cassandra_write_concurrency: int = 16
+    # Rows per unlogged single-partition batch; about 3 KiB at 16, under
+    # Cassandra's default batch_size_warn_threshold (5 KiB).
+    cassandra_rows_per_batch: int = 16
     catalogue_cache_seconds: float = 5.0
     lag_cache_seconds: float = 1.0
+    # GetTally and WatchTally read a petition's counts at most this often per
+    # process, however many readers there are (the rest get the cached read).
+    tally_cache_seconds: float = 0.25
+    # WatchTally pushes a changed tally at most this often.
+    watch_interval_ms: int = 500
+    # Open WatchTally streams per process; past it, RESOURCE_EXHAUSTED.
+    max_watchers: int = 20_000
     grace_seconds: float = 5.0
