@@ -6,6 +6,7 @@ petitions create-petition ...    create (and open) a petition
 petitions dev-sign --persona X   sign as a dev persona (or --email A), end to end
 petitions tally PETITION         print a petition's tally
 petitions recount [--repair]     prove the tally against Cassandra (and rebuild it)
+petitions open-data [PETITION…]  publish counts by territory and country (JSON or CSV)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from services.dev_secrets import ensure_dev_secrets
 from services.identity.settings import DEV_ISSUER
 from services.migrations import migrate
 from services.signing.server import ADMIN_TOKEN_FILE
+from services.tally import open_data
 from services.tally.counters import ShardedCounters
 from services.tally.recount import Recount
 
@@ -171,6 +173,38 @@ async def _tally(settings: CliSettings, options: argparse.Namespace) -> int:
     return 0
 
 
+async def _petition_ids(settings: CliSettings) -> list[str]:
+    """Every petition in the catalogue, through signing's public listing."""
+    ids: list[str] = []
+    async with grpc.aio.insecure_channel(settings.signing_address) as channel:
+        signing = signing_pb2_grpc.SigningStub(channel)
+        page_token = ""
+        while True:
+            page = await signing.ListPetitions(
+                signing_pb2.ListPetitionsRequest(page_size=500, page_token=page_token), timeout=30
+            )
+            ids += [p.id for p in page.petitions]
+            page_token = page.next_page_token
+            if not page_token:
+                return ids
+
+
+async def _open_data(settings: CliSettings, options: argparse.Namespace) -> int:
+    petitions = options.petitions or await _petition_ids(settings)
+    async with grpc.aio.insecure_channel(settings.tally_address) as channel:
+        tally = tally_pb2_grpc.TallyStub(channel)
+        tallies = [
+            await tally.GetTally(tally_pb2.GetTallyRequest(petition_id=petition_id), timeout=10)
+            for petition_id in petitions
+        ]
+    document = open_data.to_csv(tallies) if options.format == "csv" else open_data.to_json(tallies)
+    if options.output:
+        await asyncio.to_thread(Path(options.output).write_text, document, encoding="utf-8")
+    else:
+        sys.stdout.write(document)
+    return 0
+
+
 async def _recount(settings: CliSettings, options: argparse.Namespace) -> int:
     """Prints each petition's differences between Cassandra and the live
     counters; with --repair rebuilds the counters and checks again."""
@@ -240,6 +274,11 @@ def _parser() -> argparse.ArgumentParser:
 
     tally = commands.add_parser("tally", help="print a petition's tally")
     tally.add_argument("petition", nargs="?", default="demo")
+
+    published = commands.add_parser("open-data", help="counts by territory and country, as open data")
+    published.add_argument("petitions", nargs="*", help="petition ids (default: every petition)")
+    published.add_argument("--format", choices=("json", "csv"), default="json")
+    published.add_argument("--output", default="", help="write to this file instead of standard output")
     return parser
 
 
@@ -256,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dev-sign": _dev_sign,
         "tally": _tally,
         "recount": _recount,
+        "open-data": _open_data,
     }
     try:
         return asyncio.run(handlers[options.command](settings, options))

@@ -1,0 +1,56 @@
+"""Public open data: a petition's counts by territory and by country, as JSON
+and as CSV, in one stable shape for every publisher (the CLI today, the
+gateway's download endpoint tomorrow).
+
+Counts are what the live tally served at `as_of`; rows are sorted so two
+exports of the same counts are byte-identical.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from petitions.v1 import tally_pb2
+
+CSV_COLUMNS = ("petition_id", "as_of", "scope", "code", "signatures")
+
+
+def _instant(stamp: Any) -> str:
+    return str(stamp.ToJsonString())
+
+
+def as_record(tally: tally_pb2.PetitionTally) -> dict[str, Any]:
+    """The JSON document of one petition's counts."""
+    return {
+        "petition_id": tally.petition_id,
+        "as_of": _instant(tally.as_of),
+        "total": tally.total,
+        "by_territory": [{"code": c, "signatures": n} for c, n in sorted(tally.by_territory.items())],
+        "by_country": [{"code": c, "signatures": n} for c, n in sorted(tally.by_country.items())],
+        "thresholds_reached": [
+            {"threshold_id": t.threshold_id, "count": t.count, "reached_at": _instant(t.reached_at)}
+            for t in tally.thresholds_reached
+        ],
+    }
+
+
+def to_json(tallies: Iterable[tally_pb2.PetitionTally]) -> str:
+    return json.dumps({"petitions": [as_record(t) for t in tallies]}, indent=2, ensure_ascii=False) + "\n"
+
+
+def to_csv(tallies: Iterable[tally_pb2.PetitionTally]) -> str:
+    """One row per (petition, scope, code); scope is total, territory or country."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for tally in tallies:
+        as_of = _instant(tally.as_of)
+        writer.writerow((tally.petition_id, as_of, "total", "", tally.total))
+        for scope, counts in (("territory", tally.by_territory), ("country", tally.by_country)):
+            for code, signatures in sorted(counts.items()):
+                writer.writerow((tally.petition_id, as_of, scope, code, signatures))
+    return out.getvalue()
