@@ -62,3 +62,30 @@ def test_losing_redis_loses_nothing_after_a_repair(system: SystemClient) -> None
     final = system.settled_tally(petition.id)
     assert (final.total, dict(final.by_territory)) == (5, {"13": 2, "75": 2, "2A": 1})
     assert recount(system, petition.id)[0] == 0
+
+
+@pytest.mark.destructive
+def test_the_tally_heals_itself_when_redis_loses_its_state(system: SystemClient) -> None:
+    petition = system.create_petition("Heals after a Redis loss")
+    before = [system.credential(f"heal-{uuid.uuid4().hex[:8]}", territory="13") for _ in range(6)]
+    for person in before:
+        system.sign(person.token, petition.id)
+    assert system.settled_tally(petition.id).total == len(before)
+    rebuilds_before = system.metric_value("tally", "petitions_tally_shard_rebuilds_total")
+
+    redis.Redis.from_url(system.namespace.env(system.stack)["PETITIONS_REDIS_URL"]).flushdb()
+    # New signatures land on every partition (40 keys over 6 partitions miss
+    # one with odds of about 1 in 2,500); each partition's first batch after
+    # the loss finds the gap and rebuilds its shard from Cassandra.
+    after = [system.credential(f"heal-{uuid.uuid4().hex[:8]}", territory="69") for _ in range(40)]
+    for person in after:
+        system.sign(person.token, petition.id)
+    # A duplicate of an earlier signer: signing's ledger was lost with Redis,
+    # so it reaches the log, and the rebuilt signer set rejects it.
+    system.sign(system.credential_for_same(before[0]).token, petition.id)
+
+    healed = system.settled_tally(petition.id)
+    assert (healed.total, dict(healed.by_territory)) == (46, {"13": 6, "69": 40})
+    assert system.metric_value("tally", "petitions_tally_shard_rebuilds_total") > rebuilds_before
+    code, output = recount(system, petition.id)
+    assert code == 0, output

@@ -16,9 +16,10 @@ from google.protobuf.message import DecodeError
 
 from petitions.v1 import events_pb2, identity_pb2
 from services.tally.archive import InvalidationRow, SignatureArchive, SignatureRow
-from services.tally.counters import ACCEPT, INVALIDATE, CountedEvent, ShardedCounters
+from services.tally.counters import ACCEPT, INVALIDATE, CountedEvent, ShardedCounters, ShardStateLost
 from services.tally.dead_letters import DeadLetterSink
 from services.tally.metric_defs import APPLIED, BATCH_SECONDS
+from services.tally.recovery import ShardRecovery
 from services.tally.thresholds import ThresholdWatcher
 
 log = structlog.get_logger()
@@ -71,11 +72,13 @@ class BatchApplier:
         counters: ShardedCounters,
         dead_letters: DeadLetterSink,
         thresholds: ThresholdWatcher,
+        recovery: ShardRecovery,
     ):
         self._archive = archive
         self._counters = counters
         self._dead_letters = dead_letters
         self._thresholds = thresholds
+        self._recovery = recovery
 
     async def apply(self, partition: int, messages: Sequence[LogMessage]) -> None:
         started = time.perf_counter()
@@ -130,7 +133,12 @@ class BatchApplier:
                 )
         # Cassandra first: a signature is counted only once it is on record.
         await self._archive.store(rows, invalidations)
-        await self._counters.apply(partition, messages[-1].offset, counted)
+        first, last = messages[0].offset, messages[-1].offset
+        try:
+            await self._counters.apply(partition, first, last, counted)
+        except ShardStateLost:
+            await self._recovery.rebuild(partition, first)
+            await self._counters.apply(partition, first, last, counted)
         # Also after a replayed batch whose counts were applied before a
         # crash: the check reads the counters, so it cannot miss a crossing.
         await self._thresholds.check({row.petition_id for row in rows})

@@ -19,18 +19,25 @@ import redis.asyncio as aioredis
 ACCEPT = "a"
 INVALIDATE = "i"
 
-# ARGV[1] = number of events; then five values per event: offset, kind,
-# signer, territory, country. KEYS[1] is the shard's applied offset, then
-# two keys per event: the petition's signer hash and its counter hash.
-# A signer hash value is "territory\tcountry"; a leading "!" marks an
-# invalidated signature, which never counts again.
+# ARGV[1] = number of events, ARGV[2] = the batch's first offset; then five
+# values per event: offset, kind, signer, territory, country. KEYS[1] is the
+# shard's applied offset, then two keys per event: the petition's signer hash
+# and its counter hash. A signer hash value is "territory\tcountry"; a
+# leading "!" marks an invalidated signature, which never counts again.
+#
+# Offsets are contiguous and a batch starts where the previous one (or the
+# committed offset) ended, so an applied offset below first - 1 means Redis
+# lost what it had applied (a flush, or an append-only file missing its last
+# writes): the script then changes nothing and answers {1, 0}, and the
+# caller rebuilds the shard from Cassandra before applying the batch.
 _APPLY = """
 local applied = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if applied < tonumber(ARGV[2]) - 1 then return {1, 0} end
 local last = applied
 local counted = 0
 local n = tonumber(ARGV[1])
 for i = 0, n - 1 do
-  local a = 2 + i * 5
+  local a = 3 + i * 5
   local offset = tonumber(ARGV[a])
   if offset > applied then
     local kind, signer, territory, country = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
@@ -60,7 +67,14 @@ for i = 0, n - 1 do
   end
 end
 if last > applied then redis.call('SET', KEYS[1], last) end
-return counted
+return {0, counted}
+"""
+
+# Moves a shard's applied offset forward to ARGV[1], never back.
+_ADVANCE = """
+local applied = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if applied < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
 """
 
 
@@ -83,6 +97,15 @@ for i = 3 + n * 2, #ARGV, 2 do
 end
 return 1
 """
+
+
+class ShardStateLost(Exception):
+    """Redis no longer holds what this shard applied before the batch."""
+
+    def __init__(self, partition: int, first_offset: int):
+        super().__init__(f"shard {partition}: state before offset {first_offset} is missing from Redis")
+        self.partition = partition
+        self.first_offset = first_offset
 
 
 @dataclass(frozen=True)
@@ -122,25 +145,34 @@ class ShardedCounters:
         self._topic = topic
         self._apply = redis.register_script(_APPLY)
         self._rebuild = redis.register_script(_REBUILD)
+        self._advance = redis.register_script(_ADVANCE)
 
     def _shard(self, partition: int) -> str:
         return f"tally:{{{self._topic}:{partition}}}"
 
-    async def apply(self, partition: int, last_offset: int, events: Sequence[CountedEvent]) -> int:
+    async def apply(self, partition: int, first_offset: int, last_offset: int, events: Sequence[CountedEvent]) -> int:
         """Applies one partition's batch; returns the change in the count.
 
-        last_offset is the batch's last offset, recorded even when the batch
-        held nothing countable (e.g. only dead letters)."""
+        first_offset and last_offset bound the batch, recorded even when it
+        held nothing countable (e.g. only dead letters). Raises
+        ShardStateLost, changing nothing, when Redis lost the shard's state."""
         shard = self._shard(partition)
         keys = [f"{shard}:applied"]
-        args: list[str | int] = [len(events) + 1]
+        args: list[str | int] = [len(events) + 1, first_offset]
         for event in events:
             keys += [f"{shard}:signers:{event.petition_id}", f"{shard}:counts:{event.petition_id}"]
             args += [event.offset, event.kind, event.signer, event.territory, event.country]
         # A final no-op entry moves the applied offset to the batch's end.
         keys += [f"{shard}:signers:", f"{shard}:counts:"]
         args += [last_offset, "noop", "", "", ""]
-        return int(await self._apply(keys=keys, args=args))
+        lost, counted = await self._apply(keys=keys, args=args)
+        if int(lost):
+            raise ShardStateLost(partition, first_offset)
+        return int(counted)
+
+    async def advance_applied(self, partition: int, offset: int) -> None:
+        """Records offset as applied unless a later one already is."""
+        await self._advance(keys=[f"{self._shard(partition)}:applied"], args=[offset])
 
     async def applied_marker(self, partition: int) -> str:
         """The shard's applied offset as stored ("" when none), for rebuild()."""

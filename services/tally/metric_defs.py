@@ -19,3 +19,6 @@ WATCHERS = Gauge("petitions_tally_watchers", "WatchTally streams open in this pr
 WATCHED_PETITIONS = Gauge(
     "petitions_tally_watched_petitions", "Petitions with at least one watcher (one upstream read each per interval)."
 )
+SHARD_REBUILDS = Counter(
+    "petitions_tally_shard_rebuilds_total", "Shards rebuilt from Cassandra after Redis lost their state."
+)

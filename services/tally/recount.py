@@ -111,10 +111,14 @@ class Recount:
 
     async def repair(self, petition_id: str) -> None:
         for shard in self._partitions:
-            for _ in range(REBUILD_ATTEMPTS):
-                applied = await self._counters.applied_marker(shard)
-                rows = await self._rows(petition_id, shard)
-                if await self._counters.rebuild(shard, petition_id, applied, signer_values(rows), counts_of(rows)):
-                    break
-            else:
-                raise RuntimeError(f"shard {shard} kept changing; run the repair again")
+            await self.repair_shard(petition_id, shard)
+
+    async def repair_shard(self, petition_id: str, shard: int) -> None:
+        """Replaces one (petition, shard)'s live state with what Cassandra
+        holds, reading again while batches land on the shard meanwhile."""
+        for _ in range(REBUILD_ATTEMPTS):
+            applied = await self._counters.applied_marker(shard)
+            rows = await self._rows(petition_id, shard)
+            if await self._counters.rebuild(shard, petition_id, applied, signer_values(rows), counts_of(rows)):
+                return
+        raise RuntimeError(f"shard {shard} kept changing; run the repair again")

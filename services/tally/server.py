@@ -22,6 +22,8 @@ from services.tally.consumer import SignatureConsumer
 from services.tally.counters import ShardedCounters
 from services.tally.dead_letters import DeadLetterSink
 from services.tally.reader import TallyReader, TallySnapshot
+from services.tally.recount import Recount
+from services.tally.recovery import ShardRecovery
 from services.tally.settings import TallySettings
 from services.tally.thresholds import ThresholdStore, ThresholdWatcher
 from services.tally.watch import TallyFeeds
@@ -86,8 +88,10 @@ class TallyApp(GrpcApp):
         self.watcher = ThresholdWatcher(
             catalogue, counters, self._partitions, self.thresholds, self.producer, settings.petition_events_topic
         )
+        self.recount = Recount(self.cassandra, counters, settings.signature_partitions)
+        recovery = ShardRecovery(self.recount, counters, self._petition_ids)
         applier = BatchApplier(
-            self.archive, counters, DeadLetterSink(self.producer, settings.dead_letter_topic), self.watcher
+            self.archive, counters, DeadLetterSink(self.producer, settings.dead_letter_topic), self.watcher, recovery
         )
         self.loop = SignatureConsumer(self.consumer, applier, settings.max_batch_messages, settings.poll_timeout_ms)
         reader = TallyReader(
@@ -103,6 +107,9 @@ class TallyApp(GrpcApp):
         self.server = ServiceServer([tally_pb2.DESCRIPTOR.services_by_name["Tally"].full_name], settings.grpc_address)
         tally_pb2_grpc.add_TallyServicer_to_server(TallyServicer(reader, self.feeds), self.server.server)
 
+    async def _petition_ids(self) -> list[str]:
+        return [petition.id for petition in await self.store.list_all()]
+
     def _partitions(self) -> Sequence[int]:
         known = self.consumer.partitions_for_topic(self.settings.signatures_topic)
         return sorted(known) if known else list(range(self.settings.signature_partitions))
@@ -117,6 +124,7 @@ class TallyApp(GrpcApp):
         self.store.prepare()
         self.archive.prepare()
         self.thresholds.prepare()
+        self.recount.prepare()
         await self.redis.ping()
         await self.producer.start()
         await self.watcher.republish_pending()
