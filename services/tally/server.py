@@ -93,7 +93,9 @@ class TallyApp(GrpcApp):
         applier = BatchApplier(
             self.archive, counters, DeadLetterSink(self.producer, settings.dead_letter_topic), self.watcher, recovery
         )
-        self.loop = SignatureConsumer(self.consumer, applier, settings.max_batch_messages, settings.poll_timeout_ms)
+        self.loop = SignatureConsumer(
+            self.consumer, applier, settings.max_batch_messages, settings.poll_timeout_ms, settings.batch_linger_ms
+        )
         reader = TallyReader(
             counters,
             catalogue,

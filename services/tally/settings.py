@@ -13,6 +13,9 @@ class TallySettings(ServiceSettings):
     # Cassandra writes per partition per batch.
     max_batch_messages: int = 2_000
     poll_timeout_ms: int = 200
+    # When a poll brings fewer than max_batch_messages, wait this long for
+    # more: larger batches under moderate load, at this cost in latency.
+    batch_linger_ms: int = 0
     # Concurrent Cassandra writes while applying one batch.
     cassandra_write_concurrency: int = 16
     # Rows per unlogged single-partition batch; about 3 KiB at 16, under
