@@ -9,7 +9,7 @@ class TallySettings(ServiceSettings):
     grpc_address: str = "127.0.0.1:50063"
     metrics_port: int = 9163
     consumer_group: str = "tally"
-    # Messages taken from Kafka at once; one Redis script and one round of
+    # Messages taken from one partition at once; one Redis script and one round of
     # Cassandra writes per partition per batch.
     max_batch_messages: int = 2_000
     poll_timeout_ms: int = 200
