@@ -133,9 +133,14 @@ def create_petition() -> str:
     return petition
 
 
+def percentiles(latencies: list[float]) -> list[float]:
+    """The 99 percentile cut points of latencies (all 0.0 below two samples)."""
+    return statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+
+
 def report(name: str, done: int, latencies: list[float], failures: int, seconds: float) -> float:
     rate = done / seconds
-    cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    cuts = percentiles(latencies)
     print(f"{name:8} {rate:9.0f}/s  p50 {cuts[49] * 1000:7.1f} ms  p99 {cuts[98] * 1000:7.1f} ms  failures {failures}")
     return rate
 
