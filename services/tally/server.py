@@ -62,21 +62,35 @@ def tally_message(snapshot: TallySnapshot) -> tally_pb2.PetitionTally:
 
 
 class TallyApp(GrpcApp):
-    """Everything tally runs, with one start/stop pair."""
+    """Everything one tally process runs, with one start/stop pair.
+
+    Its role decides what that is: the consume loop (applying the log),
+    the reads (GetTally, WatchTally), or both. Readers scale with the crowd
+    watching counters; consumers with the log's partitions. Kept apart, a
+    refresh storm cannot slow the counting down, since reads and the
+    consume loop would otherwise share one event loop."""
 
     def __init__(self, settings: TallySettings):
         self.settings = settings
+        self.consuming = settings.role in ("all", "consumer")
+        self.reading = settings.role in ("all", "reader")
         topic = settings.signatures_topic
         self.redis = redis_client(settings)
         self.cassandra = CassandraSession(settings)
         self.producer = ReplaceableProducer(settings)
-        self.consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=settings.consumer_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+        # The group consumer when this process consumes; otherwise a
+        # groupless one, only for the log's partitions and end offsets.
+        self.consumer = (
+            AIOKafkaConsumer(
+                topic,
+                bootstrap_servers=settings.kafka_bootstrap,
+                group_id=settings.consumer_group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+            )
+            if self.consuming
+            else AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
         )
         self.store = PetitionStore(self.cassandra)
         self.archive = SignatureArchive(
@@ -106,8 +120,10 @@ class TallyApp(GrpcApp):
             settings.tally_cache_seconds,
         )
         self.feeds = TallyFeeds(reader.read, settings.watch_interval_ms / 1000, settings.max_watchers)
-        self.server = ServiceServer([tally_pb2.DESCRIPTOR.services_by_name["Tally"].full_name], settings.grpc_address)
-        tally_pb2_grpc.add_TallyServicer_to_server(TallyServicer(reader, self.feeds), self.server.server)
+        served = [tally_pb2.DESCRIPTOR.services_by_name["Tally"].full_name] if self.reading else []
+        self.server = ServiceServer(served, settings.grpc_address)
+        if self.reading:
+            tally_pb2_grpc.add_TallyServicer_to_server(TallyServicer(reader, self.feeds), self.server.server)
 
     async def _petition_ids(self) -> list[str]:
         return [petition.id for petition in await self.store.list_all()]
@@ -124,14 +140,16 @@ class TallyApp(GrpcApp):
     async def start(self) -> None:
         await self.cassandra.start()
         self.store.prepare()
-        self.archive.prepare()
         self.thresholds.prepare()
-        self.recount.prepare()
         await self.redis.ping()
-        await self.producer.start()
-        await self.watcher.republish_pending()
+        if self.consuming:
+            self.archive.prepare()
+            self.recount.prepare()
+            await self.producer.start()
+            await self.watcher.republish_pending()
         await self.consumer.start()
-        self.run_in_background(self.loop.run(), "consume-signatures")
+        if self.consuming:
+            self.run_in_background(self.loop.run(), "consume-signatures")
         await self.server.start()
 
     async def stop(self) -> None:

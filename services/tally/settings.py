@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from servicekit.settings import ServiceSettings
 
 
 class TallySettings(ServiceSettings):
     grpc_address: str = "127.0.0.1:50063"
+    # What this process does: "all" (one process, as on a laptop),
+    # "consumer" (applies the log; serves health only) or "reader" (serves
+    # GetTally and WatchTally only).
+    role: Literal["all", "consumer", "reader"] = "all"
     metrics_port: int = 9163
     consumer_group: str = "tally"
     # Messages taken from one partition at once; one Redis script and one round of
