@@ -18,7 +18,7 @@ from petitions.v1 import events_pb2, identity_pb2
 from services.tally.archive import InvalidationRow, SignatureArchive, SignatureRow
 from services.tally.counters import ACCEPT, INVALIDATE, CountedEvent, ShardedCounters, ShardStateLost
 from services.tally.dead_letters import DeadLetterSink
-from services.tally.metric_defs import APPLIED, BATCH_SECONDS
+from services.tally.metric_defs import APPLIED, BATCH_MESSAGES, BATCH_SECONDS, DUPLICATES_DROPPED
 from services.tally.recovery import ShardRecovery
 from services.tally.thresholds import ThresholdWatcher
 
@@ -135,16 +135,18 @@ class BatchApplier:
         await self._archive.store(rows, invalidations)
         first, last = messages[0].offset, messages[-1].offset
         try:
-            await self._counters.apply(partition, first, last, counted)
+            applied = await self._counters.apply(partition, first, last, counted)
         except ShardStateLost:
             await self._recovery.rebuild(partition, first)
-            await self._counters.apply(partition, first, last, counted)
+            applied = await self._counters.apply(partition, first, last, counted)
+        DUPLICATES_DROPPED.inc(applied.duplicates)
         # Also after a replayed batch whose counts were applied before a
         # crash: the check reads the counters, so it cannot miss a crossing.
         await self._thresholds.check({row.petition_id for row in rows})
         for item in counted:
             APPLIED.labels("accepted" if item.kind == ACCEPT else "invalidated").inc()
         BATCH_SECONDS.observe(time.perf_counter() - started)
+        BATCH_MESSAGES.observe(len(messages))
 
     async def _dead_letter(self, message: LogMessage, reason: str) -> None:
         await self._dead_letters.send(

@@ -11,16 +11,17 @@ the retry exact.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from cassandra import DriverException
 from redis.exceptions import RedisError
 
 from services.tally.applier import BatchApplier, LogMessage
-from services.tally.metric_defs import BATCH_FAILURES
+from services.tally.metric_defs import BATCH_FAILURES, CONSUMER_LAG, LAG_SECONDS
 
 log = structlog.get_logger()
 
@@ -40,6 +41,10 @@ class SignatureConsumer:
         self._poll_timeout_ms = poll_timeout_ms
         self._linger_ms = linger_ms
         self._backoff = FIRST_BACKOFF_SECONDS
+        # Per partition: the next offset to apply and the producer timestamp
+        # (ms) of the last applied message, for the lag metrics.
+        self._progress: dict[TopicPartition, tuple[int, int]] = {}
+        self._lag_labels: set[str] = set()
 
     async def run(self) -> None:
         while True:
@@ -48,11 +53,44 @@ class SignatureConsumer:
             applied = {tp: next_offset for tp, next_offset in results if next_offset is not None}
             if applied:
                 await self._commit(applied)
+            for tp, records in batches.items():
+                if tp in applied and records:
+                    self._progress[tp] = (applied[tp], records[-1].timestamp)  # type: ignore[attr-defined]
+            await self._report_lag()
             if len(applied) < len(results):
                 await asyncio.sleep(self._backoff)
                 self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
             else:
                 self._backoff = FIRST_BACKOFF_SECONDS
+
+    async def _report_lag(self) -> None:
+        """Messages behind the log's end per partition, and in seconds the
+        age of the last applied message where more are waiting."""
+        now_ms = time.time() * 1000
+        behind_seconds = 0.0
+        labels = set()
+        assigned = self._consumer.assignment()
+        # A partition that comes back later may have moved on elsewhere.
+        for tp in self._progress.keys() - assigned:
+            del self._progress[tp]
+        for tp in assigned:
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                next_offset, last_timestamp = self._progress.get(tp) or (await self._consumer.position(tp), None)
+            except IllegalStateError:
+                continue  # revoked meanwhile
+            lag = max(0, highwater - next_offset)
+            CONSUMER_LAG.labels(str(tp.partition)).set(lag)
+            labels.add(str(tp.partition))
+            if lag and last_timestamp is not None:
+                behind_seconds = max(behind_seconds, (now_ms - last_timestamp) / 1000)
+        # Partitions that moved to another worker are that worker's to report.
+        for gone in self._lag_labels - labels:
+            CONSUMER_LAG.remove(gone)
+        self._lag_labels = labels
+        LAG_SECONDS.set(behind_seconds)
 
     async def _take(self) -> Records:
         """Up to max_batch records; when fewer came, waits up to linger_ms

@@ -30,11 +30,14 @@ INVALIDATE = "i"
 # lost what it had applied (a flush, or an append-only file missing its last
 # writes): the script then changes nothing and answers {1, 0}, and the
 # caller rebuilds the shard from Cassandra before applying the batch.
+# Otherwise it answers {0, change in the count, accepted signatures of
+# people already counted}.
 _APPLY = """
 local applied = tonumber(redis.call('GET', KEYS[1]) or '-1')
-if applied < tonumber(ARGV[2]) - 1 then return {1, 0} end
+if applied < tonumber(ARGV[2]) - 1 then return {1, 0, 0} end
 local last = applied
 local counted = 0
+local duplicates = 0
 local n = tonumber(ARGV[1])
 for i = 0, n - 1 do
   local a = 3 + i * 5
@@ -48,6 +51,8 @@ for i = 0, n - 1 do
         if territory ~= '' then redis.call('HINCRBY', counts, 't:' .. territory, 1) end
         if country ~= '' then redis.call('HINCRBY', counts, 'c:' .. country, 1) end
         counted = counted + 1
+      else
+        duplicates = duplicates + 1
       end
     elseif kind == 'i' then
       local previous = redis.call('HGET', signers, signer)
@@ -67,7 +72,7 @@ for i = 0, n - 1 do
   end
 end
 if last > applied then redis.call('SET', KEYS[1], last) end
-return {0, counted}
+return {0, counted, duplicates}
 """
 
 # Moves a shard's applied offset forward to ARGV[1], never back.
@@ -106,6 +111,14 @@ class ShardStateLost(Exception):
         super().__init__(f"shard {partition}: state before offset {first_offset} is missing from Redis")
         self.partition = partition
         self.first_offset = first_offset
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one batch did to the counts."""
+
+    change: int
+    duplicates: int
 
 
 @dataclass(frozen=True)
@@ -150,8 +163,10 @@ class ShardedCounters:
     def _shard(self, partition: int) -> str:
         return f"tally:{{{self._topic}:{partition}}}"
 
-    async def apply(self, partition: int, first_offset: int, last_offset: int, events: Sequence[CountedEvent]) -> int:
-        """Applies one partition's batch; returns the change in the count.
+    async def apply(
+        self, partition: int, first_offset: int, last_offset: int, events: Sequence[CountedEvent]
+    ) -> Applied:
+        """Applies one partition's batch.
 
         first_offset and last_offset bound the batch, recorded even when it
         held nothing countable (e.g. only dead letters). Raises
@@ -165,10 +180,10 @@ class ShardedCounters:
         # A final no-op entry moves the applied offset to the batch's end.
         keys += [f"{shard}:signers:", f"{shard}:counts:"]
         args += [last_offset, "noop", "", "", ""]
-        lost, counted = await self._apply(keys=keys, args=args)
+        lost, counted, duplicates = await self._apply(keys=keys, args=args)
         if int(lost):
             raise ShardStateLost(partition, first_offset)
-        return int(counted)
+        return Applied(int(counted), int(duplicates))
 
     async def advance_applied(self, partition: int, offset: int) -> None:
         """Records offset as applied unless a later one already is."""

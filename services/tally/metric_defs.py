@@ -22,3 +22,25 @@ WATCHED_PETITIONS = Gauge(
 SHARD_REBUILDS = Counter(
     "petitions_tally_shard_rebuilds_total", "Shards rebuilt from Cassandra after Redis lost their state."
 )
+BATCH_MESSAGES = Histogram(
+    "petitions_tally_batch_messages",
+    "Messages in one partition's batch.",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+)
+DUPLICATES_DROPPED = Counter(
+    "petitions_tally_duplicates_dropped_total", "Accepted signatures not counted: the person had already signed."
+)
+THRESHOLDS_CROSSED = Counter(
+    "petitions_tally_thresholds_crossed_total", "Threshold crossings recorded (each exactly once across workers)."
+)
+# Partition labels are bounded by the topic's partition count.
+CONSUMER_LAG = Gauge(
+    "petitions_tally_consumer_lag_messages",
+    "Messages in the log not yet applied, per partition this process consumes.",
+    ["partition"],
+)
+LAG_SECONDS = Gauge(
+    "petitions_tally_lag_seconds",
+    "How far behind the log this process is: age of the last applied message on a partition that has more"
+    " waiting (0 when caught up).",
+)

@@ -25,6 +25,7 @@ from servicekit.stores import CassandraSession, ReplaceableProducer
 from services.catalogue.cache import CachedCatalogue
 from services.catalogue.model import Threshold
 from services.tally.counters import ShardedCounters, Totals
+from services.tally.metric_defs import THRESHOLDS_CROSSED
 
 log = structlog.get_logger()
 
@@ -142,6 +143,7 @@ class ThresholdWatcher:
                     time.time(),
                 )
                 if await self._store.record(crossing):
+                    THRESHOLDS_CROSSED.inc()
                     await self._publish(crossing)
                 else:
                     # Recorded before (another worker, or this batch's
