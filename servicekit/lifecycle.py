@@ -4,7 +4,6 @@ background part of it dies), then stop it gracefully."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
@@ -61,10 +60,13 @@ class GrpcApp:
         return task.exception() or RuntimeError(f"{task.get_name()} ended")
 
     async def stop_background(self) -> None:
-        for task in getattr(self, "_background", []):
+        tasks = getattr(self, "_background", [])
+        for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A task that failed was reported by until_failed; its error must not
+        # cut the stop short, or the clients (a consumer group member, a
+        # producer) are never closed and the process exits as a plain crash.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def wait_for_termination_signal() -> None:
