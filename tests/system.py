@@ -226,8 +226,11 @@ class SystemClient:
 
     # tally
 
-    def get_tally(self, petition_id: str) -> tally_pb2.PetitionTally:
-        reply: tally_pb2.PetitionTally = self.tally.GetTally(
+    def get_tally(
+        self, petition_id: str, tally_stub: tally_pb2_grpc.TallyStub | None = None
+    ) -> tally_pb2.PetitionTally:
+        """GetTally from the session's tally, or from another tally process."""
+        reply: tally_pb2.PetitionTally = (tally_stub or self.tally).GetTally(
             tally_pb2.GetTallyRequest(petition_id=petition_id), timeout=10
         )
         return reply
@@ -243,29 +246,37 @@ class SystemClient:
         # read after this moment include it all.
         return self.fresh_tally(petition_id)
 
-    def fresh_tally(self, petition_id: str, timeout: float = 10.0) -> tally_pb2.PetitionTally:
+    def fresh_tally(
+        self, petition_id: str, timeout: float = 10.0, *, tally_stub: tally_pb2_grpc.TallyStub | None = None
+    ) -> tally_pb2.PetitionTally:
         """A tally read from the stores after this call began (tally serves
         reads from a short-lived cache)."""
         asked_at = time.time()
         deadline = time.monotonic() + timeout
         while True:
-            tally = self.get_tally(petition_id)
+            tally = self.get_tally(petition_id, tally_stub)
             if tally.as_of.ToNanoseconds() / 1e9 >= asked_at:
                 return tally
             if time.monotonic() > deadline:
                 raise AssertionError(f"tally served no read newer than {timeout:g} s")
             time.sleep(0.05)
 
-    def applied_everything(self) -> bool:
-        """True when the tally's consumer group has committed every message."""
-        ends = self.end_offsets()
-        committed = asyncio.run(self._committed_offsets(list(ends)))
+    def applied_everything(self, *, topic: str = "", group: str = "") -> bool:
+        """True when the tally's consumer group (or another group, on another
+        signatures topic) has committed every message."""
+        ends = self.end_offsets(topic)
+        committed = self.committed_offsets(list(ends), topic=topic, group=group)
         return all(committed.get(p, 0) >= end for p, end in ends.items())
 
     # Kafka, read directly
 
-    def end_offsets(self) -> dict[int, int]:
-        return asyncio.run(self._end_offsets())
+    def end_offsets(self, topic: str = "") -> dict[int, int]:
+        return asyncio.run(self._end_offsets(topic))
+
+    def committed_offsets(self, partitions: list[int], *, topic: str = "", group: str = "") -> dict[int, int]:
+        """A consumer group's committed offsets (0 where none), by default
+        the session tally's on the signatures topic."""
+        return asyncio.run(self._committed_offsets(partitions, topic, group))
 
     async def _end_offsets(self, topic: str = "") -> dict[int, int]:
         partitions = (await topic_partitions(self.stack.kafka_bootstrap, [topic or self.signatures_topic]))[0]
@@ -277,17 +288,17 @@ class SystemClient:
         finally:
             await consumer.stop()
 
-    async def _committed_offsets(self, partitions: list[int]) -> dict[int, int]:
+    async def _committed_offsets(self, partitions: list[int], topic: str = "", group: str = "") -> dict[int, int]:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.stack.kafka_bootstrap,
-            group_id=self.namespace.consumer_group,
+            group_id=group or self.namespace.consumer_group,
             enable_auto_commit=False,
         )
         await consumer.start()
         try:
             result = {}
             for partition in partitions:
-                committed = await consumer.committed(TopicPartition(self.signatures_topic, partition))
+                committed = await consumer.committed(TopicPartition(topic or self.signatures_topic, partition))
                 result[partition] = committed if committed is not None else 0
             return result
         finally:

@@ -65,6 +65,11 @@ def decode(message: LogMessage) -> events_pb2.SignatureEvent:
     return event
 
 
+class TooManyDeadLetters(Exception):
+    """So many undecodable messages in a row that the fault is more likely
+    ours (a bad deploy, a wrong topic) than the messages'."""
+
+
 class BatchApplier:
     def __init__(
         self,
@@ -73,12 +78,15 @@ class BatchApplier:
         dead_letters: DeadLetterSink,
         thresholds: ThresholdWatcher,
         recovery: ShardRecovery,
+        max_dead_letters_in_row: int,
     ):
         self._archive = archive
         self._counters = counters
         self._dead_letters = dead_letters
         self._thresholds = thresholds
         self._recovery = recovery
+        self._max_dead_letters_in_row = max_dead_letters_in_row
+        self._dead_letters_in_row = 0
 
     async def apply(self, partition: int, messages: Sequence[LogMessage]) -> None:
         started = time.perf_counter()
@@ -89,8 +97,17 @@ class BatchApplier:
             try:
                 event = decode(message)
             except Malformed as error:
+                self._dead_letters_in_row += 1
+                if self._dead_letters_in_row > self._max_dead_letters_in_row:
+                    # Stop rather than dead-letter the whole log: nothing of
+                    # this batch is committed, so a fixed deploy resumes here.
+                    raise TooManyDeadLetters(
+                        f"{self._dead_letters_in_row} messages in a row could not be applied;"
+                        f" stopped at partition {message.partition} offset {message.offset}: {error}"
+                    ) from None
                 await self._dead_letter(message, str(error))
                 continue
+            self._dead_letters_in_row = 0
             if event.HasField("accepted"):
                 accepted = event.accepted
                 rows.append(

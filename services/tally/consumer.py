@@ -11,6 +11,7 @@ the retry exact.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 
@@ -49,7 +50,11 @@ class SignatureConsumer:
     async def run(self) -> None:
         while True:
             batches = await self._take()
-            results = await asyncio.gather(*(self._apply(tp, records) for tp, records in batches.items() if records))
+            # A task group, so that an error no apply handles (e.g. too many
+            # dead letters) cancels the partitions' other applies with it.
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._apply(tp, records)) for tp, records in batches.items() if records]
+            results = [task.result() for task in tasks]
             applied = {tp: next_offset for tp, next_offset in results if next_offset is not None}
             if applied:
                 await self._commit(applied)
@@ -123,14 +128,24 @@ class SignatureConsumer:
                 error=repr(error),
                 backoff_seconds=self._backoff,
             )
-            self._consumer.seek(partition, messages[0].offset)
+            # If the partition was revoked meanwhile, its next owner
+            # replays from the last commit; there is nothing to rewind.
+            with contextlib.suppress(IllegalStateError):
+                self._consumer.seek(partition, messages[0].offset)
             return partition, None
         return partition, messages[-1].offset + 1
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        # Partitions revoked while their batch was applied are committed by
+        # nobody: their next owner replays them and the applied offsets make
+        # the replay change nothing.
+        assigned = self._consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not offsets:
+            return
         try:
             await self._consumer.commit(offsets)
-        except CommitFailedError as error:
+        except (CommitFailedError, IllegalStateError) as error:
             # The partitions moved to another consumer during the batch; it
             # will replay from the last commit and skip what we applied.
             log.warning(

@@ -30,6 +30,10 @@ from services.tally.watch import TallyFeeds
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+# An unpublished crossing younger than this may still be being announced by
+# the worker that recorded it.
+THRESHOLD_SWEEP_GRACE_SECONDS = 10.0
+
 
 class TallyServicer(tally_pb2_grpc.TallyServicer):
     def __init__(self, reader: TallyReader, feeds: TallyFeeds):
@@ -105,7 +109,12 @@ class TallyApp(GrpcApp):
         self.recount = Recount(self.cassandra, counters, settings.signature_partitions)
         recovery = ShardRecovery(self.recount, counters, self._petition_ids)
         applier = BatchApplier(
-            self.archive, counters, DeadLetterSink(self.producer, settings.dead_letter_topic), self.watcher, recovery
+            self.archive,
+            counters,
+            DeadLetterSink(self.producer, settings.dead_letter_topic),
+            self.watcher,
+            recovery,
+            settings.max_dead_letters_in_row,
         )
         self.loop = SignatureConsumer(
             self.consumer, applier, settings.max_batch_messages, settings.poll_timeout_ms, settings.batch_linger_ms
@@ -150,6 +159,10 @@ class TallyApp(GrpcApp):
         await self.consumer.start()
         if self.consuming:
             self.run_in_background(self.loop.run(), "consume-signatures")
+            self.run_in_background(
+                self.watcher.sweep_unpublished(self.settings.threshold_sweep_seconds, THRESHOLD_SWEEP_GRACE_SECONDS),
+                "threshold-sweep",
+            )
         await self.server.start()
 
     async def stop(self) -> None:

@@ -19,6 +19,9 @@ class TallySettings(ServiceSettings):
     # Cassandra writes per partition per batch.
     max_batch_messages: int = 2_000
     poll_timeout_ms: int = 200
+    # Undecodable messages in a row after which the consumer stops (and its
+    # process exits for its supervisor) instead of dead-lettering on.
+    max_dead_letters_in_row: int = 1_000
     # When a poll brings fewer than max_batch_messages, wait this long for
     # more: larger batches under moderate load, at this cost in latency.
     batch_linger_ms: int = 0
@@ -28,6 +31,9 @@ class TallySettings(ServiceSettings):
     # Cassandra's default batch_size_warn_threshold (5 KiB).
     cassandra_rows_per_batch: int = 16
     catalogue_cache_seconds: float = 5.0
+    # How often a consumer announces threshold crossings recorded by a
+    # worker that died before announcing them.
+    threshold_sweep_seconds: float = 30.0
     lag_cache_seconds: float = 1.0
     # GetTally and WatchTally read a petition's counts at most this often per
     # process, however many readers there are (the rest get the cached read).

@@ -11,6 +11,7 @@ at start.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from aiokafka.errors import KafkaError
+from cassandra import DriverException
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import events_pb2
@@ -99,7 +102,7 @@ def _crossing(row: Any) -> Crossing:
         threshold_id=row.threshold_id,
         count=int(row.count or 0),
         territories=int(row.territories or 0),
-        reached_at=row.reached_at.replace(tzinfo=UTC).timestamp() if row.reached_at else 0.0,
+        reached_at=round(row.reached_at.replace(tzinfo=UTC).timestamp() * 1000) / 1000 if row.reached_at else 0.0,
     )
 
 
@@ -122,44 +125,70 @@ class ThresholdWatcher:
         # Thresholds known to be recorded, so a batch costs no Cassandra
         # read once a petition's crossings are known.
         self._known: dict[str, set[str]] = {}
+        self._to_announce: list[Crossing] = []
+        self._checking = asyncio.Lock()
 
     async def check(self, petition_ids: Iterable[str]) -> None:
-        for petition_id in petition_ids:
-            petition = await self._catalogue.get(petition_id)
-            if petition is None or not petition.thresholds:
-                continue
-            if petition_id not in self._known:
-                self._known[petition_id] = {c.threshold_id for c, _ in await self._store.reached(petition_id)}
-            known = self._known[petition_id]
-            if len(known) == len(petition.thresholds):
-                continue
-            totals = await self._counters.totals(petition_id, self._partitions())
-            for threshold in crossed(petition.thresholds, totals, known):
-                crossing = Crossing(
-                    petition_id,
-                    threshold.id,
-                    totals.total,
-                    totals.territories,
-                    time.time(),
-                )
-                if await self._store.record(crossing):
-                    THRESHOLDS_CROSSED.inc()
-                    await self._publish(crossing)
-                else:
-                    # Recorded before (another worker, or this batch's
-                    # earlier attempt): publish it if that never finished.
-                    for recorded, published in await self._store.reached(petition_id):
-                        if recorded.threshold_id == threshold.id and not published:
-                            await self._publish(recorded)
-                known.add(threshold.id)
+        # One check at a time per process: the partitions of a poll are
+        # applied concurrently, and two checks of one petition would race.
+        async with self._checking:
+            await self._announce_recorded()
+            for petition_id in petition_ids:
+                await self._check_one(petition_id)
+            await self._announce_recorded()
 
-    async def republish_pending(self) -> None:
+    async def _check_one(self, petition_id: str) -> None:
+        petition = await self._catalogue.get(petition_id)
+        if petition is None or not petition.thresholds:
+            return
+        if petition_id not in self._known:
+            self._known[petition_id] = {c.threshold_id for c, _ in await self._store.reached(petition_id)}
+        known = self._known[petition_id]
+        if len(known) == len(petition.thresholds):
+            return
+        totals = await self._counters.totals(petition_id, self._partitions())
+        for threshold in crossed(petition.thresholds, totals, known):
+            # Milliseconds, as Cassandra keeps them, so a repeated
+            # announcement (read back from the record) says the same.
+            reached_at = round(time.time() * 1000) / 1000
+            crossing = Crossing(petition_id, threshold.id, totals.total, totals.territories, reached_at)
+            if await self._store.record(crossing):
+                THRESHOLDS_CROSSED.inc()
+                self._to_announce.append(crossing)
+            # Otherwise another worker recorded it first and announces it;
+            # if it dies before that, the sweep of unpublished records does.
+            known.add(threshold.id)
+
+    async def _announce_recorded(self) -> None:
+        """Announces what this process recorded; a failure leaves the rest
+        for the next check (the batch is retried)."""
+        while self._to_announce:
+            await self._publish(self._to_announce[0])
+            self._to_announce.pop(0)
+
+    async def republish_pending(self, older_than_seconds: float = 0.0) -> None:
+        """Announces recorded crossings never marked published: their worker
+        died between the record and the announcement. At start every one;
+        in the periodic sweep only those older than a live worker needs."""
+        cutoff = time.time() - older_than_seconds
         for crossing in await self._store.unpublished():
-            await self._publish(crossing)
+            if crossing.reached_at <= cutoff:
+                await self._publish(crossing)
+
+    async def sweep_unpublished(self, every_seconds: float, grace_seconds: float) -> None:
+        """Runs for the life of a consumer, so an announcement lost with a
+        dead worker goes out without waiting for some worker's restart."""
+        while True:
+            await asyncio.sleep(every_seconds)
+            try:
+                async with self._checking:
+                    await self.republish_pending(older_than_seconds=grace_seconds)
+            except (DriverException, KafkaError, OSError) as error:
+                log.warning("threshold sweep failed; next sweep retries", error=repr(error))
 
     async def _publish(self, crossing: Crossing) -> None:
         reached_at = Timestamp()
-        reached_at.FromNanoseconds(int(crossing.reached_at * 1e9))
+        reached_at.FromMilliseconds(round(crossing.reached_at * 1000))
         event = events_pb2.PetitionEvent(
             threshold_reached=events_pb2.ThresholdReached(
                 petition_id=crossing.petition_id,
