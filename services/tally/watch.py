@@ -13,20 +13,20 @@ stays bounded by the number of watchers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
 
 from servicekit.errors import DomainError, ErrorKind
+from servicekit.mailbox import LatestOnly
 from services.tally.metric_defs import WATCHED_PETITIONS, WATCHERS
 from services.tally.reader import TallySnapshot
 
 log = structlog.get_logger()
 
 ReadTally = Callable[[str], Awaitable[TallySnapshot]]
-Mailbox = asyncio.Queue[TallySnapshot | DomainError]
+Mailbox = LatestOnly[TallySnapshot | DomainError]
 
 RETRY_AFTER_SECONDS = 1.0
 
@@ -46,13 +46,6 @@ def too_many_watchers(limit: int) -> DomainError:
     )
 
 
-def _deliver(mailbox: Mailbox, item: TallySnapshot | DomainError) -> None:
-    """Replaces whatever the watcher has not taken yet with the newer item."""
-    with contextlib.suppress(asyncio.QueueEmpty):
-        mailbox.get_nowait()
-    mailbox.put_nowait(item)
-
-
 @dataclass(eq=False)
 class _Feed:
     petition_id: str
@@ -62,7 +55,7 @@ class _Feed:
 
     def publish(self, item: TallySnapshot | DomainError) -> None:
         for mailbox in self.mailboxes:
-            _deliver(mailbox, item)
+            mailbox.put(item)
 
 
 class TallyFeeds:
@@ -87,7 +80,7 @@ class TallyFeeds:
             raise too_many_watchers(self._max_watchers)
         first = await self._read(petition_id)
         feed = self._feeds.get(petition_id) or self._open(first)
-        mailbox: Mailbox = asyncio.Queue(maxsize=1)
+        mailbox: Mailbox = LatestOnly()
         feed.mailboxes.add(mailbox)
         self._watchers += 1
         WATCHERS.inc()
