@@ -11,11 +11,27 @@ from typing import Any, Protocol
 from servicekit.grpc_server import ServiceServer
 from servicekit.logs import configure_logging
 from servicekit.metrics_http import serve_metrics
-from servicekit.settings import ServiceSettings
 
 # The exit status of a service whose background work died: the supervisor
 # (Kubernetes, or `make up` on a laptop) sees a crash and restarts it.
 EXIT_BACKGROUND_FAILURE = 70
+
+
+class ProcessSettings(Protocol):
+    """What run_service reads: every service's settings have these, whether
+    it serves gRPC or HTTP."""
+
+    @property
+    def log_level(self) -> str: ...
+
+    @property
+    def log_format(self) -> str: ...
+
+    @property
+    def metrics_port(self) -> int: ...
+
+    @property
+    def listen_address(self) -> str: ...
 
 
 class ServiceApp(Protocol):
@@ -79,14 +95,14 @@ async def wait_for_termination_signal() -> None:
     await stop.wait()
 
 
-async def run_service(name: str, settings: ServiceSettings, build: Callable[[], ServiceApp]) -> None:
+async def run_service(name: str, settings: ProcessSettings, build: Callable[[], ServiceApp]) -> None:
     """Builds the app inside the running event loop (grpc.aio and the
     clients bind to the loop they are created on), serves it, stops it."""
     log = configure_logging(name, settings.log_level, settings.log_format)
     serve_metrics(settings.metrics_port)
     app = build()
     await app.start()
-    log.info(f"{name} serving", address=settings.grpc_address, port=app.port)
+    log.info(f"{name} serving", address=settings.listen_address, port=app.port)
     signalled = asyncio.create_task(wait_for_termination_signal())
     failed = asyncio.create_task(app.until_failed())
     await asyncio.wait([signalled, failed], return_when=asyncio.FIRST_COMPLETED)

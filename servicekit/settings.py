@@ -69,3 +69,7 @@ class ServiceSettings(CommonSettings):
     metrics_port: int = 0
     # How long in-flight RPCs may take to finish after SIGTERM.
     grace_seconds: float = 5.0
+
+    @property
+    def listen_address(self) -> str:
+        return self.grpc_address

@@ -16,7 +16,18 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from servicekit.settings import CommonSettings
 from servicekit.stores import cassandra_cluster
-from tests.harness import REPO, Namespace, ServiceProcess, free_port, run_cli, start_service, wait_http, wait_serving
+from tests.harness import (
+    REPO,
+    Namespace,
+    ServiceProcess,
+    free_port,
+    gateway_env,
+    run_cli,
+    start_service,
+    wait_http,
+    wait_ready,
+    wait_serving,
+)
 from tests.system import SystemClient
 
 
@@ -66,6 +77,8 @@ def namespace(stack: CommonSettings, tmp_path_factory: pytest.TempPathFactory) -
         "identity-metrics",
         "signing-metrics",
         "tally-metrics",
+        "gateway",
+        "gateway-metrics",
     ):
         namespace.ports[name] = free_port()
     redis_db = redis.Redis.from_url(namespace.env(stack)["PETITIONS_REDIS_URL"])
@@ -129,6 +142,9 @@ def system(stack: CommonSettings, namespace: Namespace) -> Iterator[SystemClient
             )
             processes.append(service)
             wait_serving(service, namespace.address(name))
+        gateway = start_service("gateway", "services.gateway", [], env, gateway_env(namespace), logs)
+        processes.append(gateway)
+        wait_ready(gateway, f"{namespace.gateway_url}/readyz")
         admin_token = (namespace.secrets_dir / "admin-token").read_text().strip()
         client = SystemClient(namespace, stack, admin_token)
         yield client

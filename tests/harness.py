@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,10 @@ class Namespace:
     def mail_dir(self) -> Path:
         return self.work_dir / "mail"
 
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['gateway']}"
+
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
 
@@ -142,6 +147,23 @@ class Namespace:
             "PETITIONS_DEVIDP_AUDIENCE": "petitions-test",
             "PETITIONS_LOG_FORMAT": "console",
         }
+
+
+def gateway_env(namespace: Namespace) -> dict[str, str]:
+    """The gateway of a test session: its own ports, the session's dev
+    provider, and X-Forwarded-For believed from 127.0.0.1, so that a test
+    can speak for as many client addresses as it needs (the test limits per
+    address are tight)."""
+    return {
+        "PETITIONS_HTTP_PORT": str(namespace.ports["gateway"]),
+        "PETITIONS_METRICS_PORT": str(namespace.ports["gateway-metrics"]),
+        "PETITIONS_PUBLIC_URL": namespace.gateway_url,
+        "PETITIONS_OIDC_PROVIDER_URL": namespace.devidp_url,
+        "PETITIONS_OIDC_CLIENT_ID": "petitions-test",
+        "PETITIONS_TRUSTED_PROXY_HEADER": "X-Forwarded-For",
+        "PETITIONS_TRUSTED_PROXY_NETWORKS": '["127.0.0.1/32"]',
+        "PETITIONS_LIVE_HEARTBEAT_SECONDS": "5",
+    }
 
 
 def run_cli(env: Mapping[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -187,6 +209,22 @@ def wait_serving(service: ServiceProcess, address: str, timeout: float = 60.0) -
                 return
             time.sleep(0.2)
     raise RuntimeError(f"{service.name} not serving on {address} after {timeout:g} s:\n{service.log_tail()}")
+
+
+def wait_ready(service: ServiceProcess, url: str, timeout: float = 60.0) -> None:
+    """Waits until GET url answers 200 (an HTTP service's readiness probe)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            raise RuntimeError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{service.name} not ready at {url} after {timeout:g} s:\n{service.log_tail()}")
 
 
 def wait_http(service: ServiceProcess, port: int, timeout: float = 30.0) -> None:

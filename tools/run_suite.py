@@ -15,14 +15,26 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from deploy.local.browser import ensure_browser  # noqa: E402
+from deploy.local.fetch import FetchFailed  # noqa: E402
 from deploy.local.layout import Layout  # noqa: E402
 from deploy.local.processes import StartFailed  # noqa: E402
+from deploy.local.prometheus import ensure_prometheus  # noqa: E402
 from deploy.local.stack import ORDER, Stack  # noqa: E402
 
 NO_TESTS_COLLECTED = 5
 
 
 def main(pytest_args: list[str]) -> int:
+    # Debian's programs some tests drive, installed if missing: chromium for
+    # the browser test; promtool and a Prometheus server for the rules and
+    # the scrape test.
+    try:
+        ensure_browser()
+        ensure_prometheus()
+    except FetchFailed as error:
+        print(f"error: a program the tests need could not be installed:\n{error}", file=sys.stderr)
+        return 1
     stack = Stack(Layout.from_environment())
     already_running = all(item.pid is not None for item in stack.status())
     began = time.monotonic()

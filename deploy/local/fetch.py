@@ -1,6 +1,6 @@
 """Brings the stack's software onto the machine: the official Kafka and
 Cassandra jars from Maven Central (through mvn, into a cache), and Debian's
-redis-server package."""
+packages: redis-server, and prometheus (deploy/local/prometheus.py)."""
 
 from __future__ import annotations
 
@@ -69,22 +69,48 @@ def fetch_jars(layout: Layout, component: str) -> Path:
 
 def ensure_redis_server() -> str:
     """The path of redis-server, installing Debian's package if needed."""
-    found = shutil.which("redis-server")
+    return ensure_debian_package("redis-server", "redis-server")
+
+
+# Where Debian puts programs, whatever the caller's PATH (a non-root PATH
+# often lacks the sbin directories).
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Another apt (a second test session installing the same package, or the
+# machine's own updates) holds the dpkg lock for a while; wait rather than fail.
+APT_LOCK_WAIT_SECONDS = 300
+APT_TIMEOUT_SECONDS = 900
+
+
+def which_system_program(program: str) -> str | None:
+    return shutil.which(program) or shutil.which(program, path=SYSTEM_PATH)
+
+
+def ensure_debian_package(package: str, program: str, *, recommends: bool = False) -> str:
+    """The path of program, installing Debian's package when it is missing:
+    `apt-get update` once (a fresh machine has no package lists, an old one
+    may list versions the mirror no longer has), then `apt-get install`,
+    without recommended packages unless asked."""
+    found = which_system_program(program)
     if found:
         return found
-    if shutil.which("apt-get") is None:
-        raise FetchFailed("redis-server is missing and apt-get is not available to install it")
-    install = ["apt-get", "install", "-y", "-q", "redis-server"]
+    if shutil.which("apt-get", path=SYSTEM_PATH) is None:
+        raise FetchFailed(f"{program} is missing and apt-get is not available to install Debian's {package}")
     sudo = [] if _is_root() else ["sudo", "-n"]
-    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    first = subprocess.run([*sudo, *install], capture_output=True, text=True, env=env, check=False)
-    if first.returncode != 0:
-        # A fresh machine may have no package lists yet.
-        subprocess.run([*sudo, "apt-get", "update", "-q"], capture_output=True, env=env, check=False)
-        second = subprocess.run([*sudo, *install], capture_output=True, text=True, env=env, check=False)
-        if second.returncode != 0:
-            raise FetchFailed(f"apt-get install redis-server failed:\n{second.stdout}{second.stderr}")
-    found = shutil.which("redis-server") or "/usr/bin/redis-server"
+    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": SYSTEM_PATH}
+    lock_wait = f"DPkg::Lock::Timeout={APT_LOCK_WAIT_SECONDS}"
+    leaner = [] if recommends else ["--no-install-recommends"]
+    for command in (
+        ["apt-get", "-q", "-o", lock_wait, "update"],
+        ["apt-get", "-q", "-y", "-o", lock_wait, "install", *leaner, package],
+    ):
+        result = subprocess.run(
+            [*sudo, *command], capture_output=True, text=True, env=env, timeout=APT_TIMEOUT_SECONDS, check=False
+        )
+        if result.returncode != 0:
+            raise FetchFailed(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
+    found = which_system_program(program)
+    if found is None:
+        raise FetchFailed(f"Debian's {package} is installed but {program} is not on {SYSTEM_PATH}")
     return found
 
 

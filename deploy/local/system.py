@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import os
 import sys
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -39,7 +40,8 @@ class Service:
     module: str
     port: int
     metrics_port: int
-    # "grpc": ready when its health check says SERVING; "tcp": when it listens.
+    # "grpc": ready when its health check says SERVING; "http": when GET
+    # /readyz answers 200; "tcp": when it listens.
     kind: str
     # Command-line arguments, given the layout (dev tools take their paths so).
     arguments: Callable[[Layout], list[str]] = lambda layout: []
@@ -50,6 +52,8 @@ class Service:
     def ready(self) -> bool:
         if self.kind == "tcp":
             return port_open(self.port)
+        if self.kind == "http":
+            return _http_ready(f"http://127.0.0.1:{self.port}/readyz")
         return _serving(f"127.0.0.1:{self.port}")
 
 
@@ -73,6 +77,7 @@ SERVICES = (
     Service("identity", "services.identity", 50061, 9161, "grpc"),
     Service("signing", "services.signing", 50062, 9162, "grpc"),
     Service("tally", "services.tally", 50063, 9163, "grpc"),
+    Service("gateway", "services.gateway", 8080, 9164, "http"),
 )
 SERVICE_STOP_SECONDS = 20.0
 SERVICE_START_SECONDS = 60.0
@@ -85,6 +90,14 @@ def _serving(address: str) -> bool:
         except grpc.RpcError:
             return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _http_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 class System:
@@ -169,7 +182,12 @@ class System:
 
 
 NEXT_STEPS = """
-The system is up. Try:
+The system is up.
+
+Web page:              http://127.0.0.1:8080/petitions/{demo}   (sign in as any persona at the dev provider)
+HTTP API:              http://127.0.0.1:8080/api/v1/petitions   (described in http://127.0.0.1:8080/openapi.json)
+
+From the command line:
 
   .venv/bin/petitions dev-sign --persona alice             # sign the demo petition as "alice"
   .venv/bin/petitions dev-sign --persona alice             # again: ALREADY_SIGNED
@@ -177,7 +195,7 @@ The system is up. Try:
   .venv/bin/petitions tally demo                           # the live count, by territory and country
 
 Dev mailbox:           {mail}/  (one-time codes sent by identity land here)
-Metrics (Prometheus):  http://127.0.0.1:9161/metrics (identity)  :9162 (signing)  :9163 (tally)
+Metrics (Prometheus):  http://127.0.0.1:9161/metrics (identity)  :9162 (signing)  :9163 (tally)  :9164 (gateway)
 Logs:                  {logs}/
 Stop everything:       make down
 """
@@ -192,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if options.command == "up":
             system.up(say)
-            say(NEXT_STEPS.format(logs=system.layout.logs(), mail=system.layout.run_dir / "mail"))
+            say(NEXT_STEPS.format(logs=system.layout.logs(), mail=system.layout.run_dir / "mail", demo=DEMO_PETITION))
         elif options.command == "down":
             system.down(say)
         else:

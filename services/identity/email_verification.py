@@ -16,7 +16,7 @@ from servicekit.signer_credential import SignerClaims
 from services.identity.email_address import InvalidEmail, normalise
 from services.identity.exchange import CredentialSigner, IssuedCredential
 from services.identity.mailer import CodeMailer, MailNotSent
-from services.identity.metrics import CODES_SENT
+from services.identity.metrics import CODE_SENT, CODES_SENT, EMAIL, counted_verification
 from services.identity.one_time_codes import CheckResult, CodeStoreUnavailable, OneTimeCodes
 from services.identity.pseudonym import email_pseudonym
 
@@ -52,6 +52,14 @@ class EmailVerification:
         self._guard = guard
 
     async def begin(self, email: str, country: str, territory: str, client_ip: str) -> StartedVerification:
+        with counted_verification(EMAIL, success=CODE_SENT):
+            return await self._begin(email, country, territory, client_ip)
+
+    async def complete(self, verification_id: str, code: str, client_ip: str) -> IssuedCredential:
+        with counted_verification(EMAIL):
+            return await self._complete(verification_id, code, client_ip)
+
+    async def _begin(self, email: str, country: str, territory: str, client_ip: str) -> StartedVerification:
         if not email:
             raise invalid("email", "is required")
         try:
@@ -79,7 +87,7 @@ class EmailVerification:
         CODES_SENT.inc()
         return StartedVerification(issued.verification_id, time.time() + self._codes.ttl_seconds)
 
-    async def complete(self, verification_id: str, code: str, client_ip: str) -> IssuedCredential:
+    async def _complete(self, verification_id: str, code: str, client_ip: str) -> IssuedCredential:
         if not verification_id or len(verification_id) > MAX_VERIFICATION_ID:
             raise invalid("verification_id", "is required and at most 64 characters")
         if not CODE.match(code):

@@ -10,7 +10,7 @@ from servicekit.errors import DomainError, ErrorKind, invalid
 from servicekit.request_guard import RequestGuard
 from servicekit.signer_credential import SignerClaims
 from services.identity.keyring import ReloadingKeyRing
-from services.identity.metrics import CREDENTIALS_ISSUED
+from services.identity.metrics import CREDENTIALS_ISSUED, OIDC, counted_verification
 from services.identity.oidc import IdTokenRejected, IdTokenVerifier, ProviderUnavailable, VerifiedIdToken
 from services.identity.pseudonym import oidc_pseudonym
 
@@ -50,6 +50,10 @@ class IdTokenExchange:
         self._guard = guard
 
     async def exchange(self, id_token: str, nonce: str, client_ip: str) -> IssuedCredential:
+        with counted_verification(OIDC):
+            return await self._exchange(id_token, nonce, client_ip)
+
+    async def _exchange(self, id_token: str, nonce: str, client_ip: str) -> IssuedCredential:
         if not id_token:
             raise invalid("id_token", "is required")
         if len(id_token) > MAX_TOKEN_LENGTH:

@@ -15,19 +15,15 @@ import structlog
 from aiokafka.errors import KafkaError
 from cassandra import DriverException
 from google.protobuf.timestamp_pb2 import Timestamp
-from prometheus_client import Counter
 
 from petitions.v1 import events_pb2
 from servicekit.stores import ReplaceableProducer
 from services.catalogue.cache import CachedCatalogue
 from services.catalogue.model import Petition, PetitionState
 from services.catalogue.store import PetitionStore
+from services.signing.metric_defs import EVENTS_NOT_PUBLISHED
 
 log = structlog.get_logger()
-
-EVENTS_NOT_PUBLISHED = Counter(
-    "petitions_petition_events_not_published_total", "Petition lifecycle events Kafka did not acknowledge."
-)
 
 
 class PetitionEvents:

@@ -27,6 +27,14 @@ from services.catalogue.errors import petition_not_found
 from services.catalogue.model import PETITION_ID, PETITION_ID_RULE, Petition, PetitionState
 from services.signing.credential_keys import CredentialKeyCache, IdentityKeysUnavailable
 from services.signing.ledger import EntryState, LedgerEntry, LedgerUnavailable, SignerLedger
+from services.signing.metric_defs import (
+    SIGN_ACCEPTED,
+    SIGN_ACCEPTED_REPLAY,
+    SIGN_ALREADY_SIGNED,
+    SIGN_FAILED,
+    SIGN_OUTCOMES,
+    sign_refusal_label,
+)
 from services.signing.publisher import (
     LogPosition,
     Overloaded,
@@ -66,6 +74,9 @@ class Receipt:
     signature_id: str
     signed_at: float
     position: LogPosition | None
+    # True when the answer repeats an earlier request's (same idempotency
+    # key), so nothing new was published.
+    replayed: bool = False
 
 
 def validate(request: SignatureRequest) -> None:
@@ -129,6 +140,19 @@ class SignatureIntake:
         self._guard = guard
 
     async def sign(self, request: SignatureRequest) -> Receipt:
+        """Decides one signature, and counts the decision by reason."""
+        try:
+            receipt = await self._sign(request)
+        except DomainError as error:
+            SIGN_OUTCOMES.labels(sign_refusal_label(error.reason)).inc()
+            raise
+        except Exception:
+            SIGN_OUTCOMES.labels(SIGN_FAILED).inc()
+            raise
+        SIGN_OUTCOMES.labels(_outcome_label(receipt)).inc()
+        return receipt
+
+    async def _sign(self, request: SignatureRequest) -> Receipt:
         validate(request)
         self._guard.check_blocked(ip=request.client_ip)
         claims = await self._verify(request.credential)
@@ -222,6 +246,12 @@ class SignatureIntake:
         )
 
 
+def _outcome_label(receipt: Receipt) -> str:
+    if receipt.outcome is Outcome.ALREADY_SIGNED:
+        return SIGN_ALREADY_SIGNED
+    return SIGN_ACCEPTED_REPLAY if receipt.replayed else SIGN_ACCEPTED
+
+
 def _answer_for_existing(existing: LedgerEntry, idempotency_hash: str) -> Receipt:
     same_request = bool(idempotency_hash) and existing.idempotency_hash == idempotency_hash
     if existing.state is EntryState.PENDING:
@@ -233,7 +263,7 @@ def _answer_for_existing(existing: LedgerEntry, idempotency_hash: str) -> Receip
         )
     if same_request:
         position = LogPosition(existing.topic, existing.partition, existing.offset)
-        return Receipt(Outcome.ACCEPTED, existing.signature_id, existing.signed_at, position)
+        return Receipt(Outcome.ACCEPTED, existing.signature_id, existing.signed_at, position, replayed=True)
     return Receipt(Outcome.ALREADY_SIGNED, existing.signature_id, existing.signed_at, None)
 
 

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
 
 from petitions.v1 import events_pb2
 from servicekit.stores import ReplaceableProducer
+from services.signing.metric_defs import (
+    PUBLISH_ACK_SECONDS,
+    PUBLISH_FAILURES,
+    PUBLISHES_IN_FLIGHT,
+    SENDS_AWAITING_ACK,
+)
 
 
 @dataclass(frozen=True)
@@ -48,15 +55,22 @@ class SignaturePublisher:
     async def publish(self, key: bytes, event: events_pb2.SignatureEvent) -> LogPosition:
         if self._in_flight >= self._max_in_flight:
             raise Overloaded(f"{self._in_flight} signatures already await Kafka's acknowledgement")
+        SENDS_AWAITING_ACK.observe(self._in_flight)
         self._in_flight += 1
+        PUBLISHES_IN_FLIGHT.inc()
+        sent = time.perf_counter()
         try:
             metadata = await asyncio.wait_for(
                 self._producer.send_and_wait(self._topic, event.SerializeToString(), key=key), self._timeout
             )
         except TimeoutError:
+            PUBLISH_FAILURES.labels("timeout").inc()
             raise PublishFailed(f"Kafka did not acknowledge within {self._timeout:g} s") from None
         except KafkaError as error:
+            PUBLISH_FAILURES.labels("refused").inc()
             raise PublishFailed(f"Kafka refused the signature: {error!r}") from None
         finally:
             self._in_flight -= 1
+            PUBLISHES_IN_FLIGHT.dec()
+        PUBLISH_ACK_SECONDS.observe(time.perf_counter() - sent)
         return LogPosition(metadata.topic, metadata.partition, metadata.offset)

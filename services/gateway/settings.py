@@ -1,0 +1,98 @@
+"""The gateway's settings.
+
+Field names differ from the other services' where the meaning differs (the
+gateway's tally cache is not tally's), because every process of a system
+reads the same PETITIONS_* environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic import field_validator
+
+from servicekit.settings import CommonSettings
+from services.identity.settings import DEV_ISSUER
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+COOKIE_SECRET_FILE = "gateway-cookie.key"
+
+
+class GatewaySettings(CommonSettings):
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    metrics_port: int = 9164
+    # The address browsers use to reach the gateway (scheme, host, port);
+    # the OIDC redirect URI is built from it.
+    public_url: str = "http://127.0.0.1:8080"
+
+    identity_address: str = "127.0.0.1:50061"
+    signing_address: str = "127.0.0.1:50062"
+    tally_address: str = "127.0.0.1:50063"
+    # gRPC connections per backend; calls go round robin over the healthy ones.
+    backend_channels: int = 2
+    # How long start() waits for each backend's first health answer; a
+    # backend that is down does not stop the gateway from starting.
+    backend_start_wait_seconds: float = 3.0
+
+    # Time budget of one request, passed on to gRPC as the call's deadline.
+    request_timeout_seconds: float = 10.0
+    # Signing waits for Kafka's acknowledgement (up to its publish timeout).
+    sign_timeout_seconds: float = 20.0
+    # Largest request body accepted; anything bigger is refused unread.
+    max_body_bytes: int = 16 * 1024
+
+    # Origins allowed to call /api/ from another site (exact match, e.g.
+    # "https://petitions.example"); empty = same origin only.
+    cors_origins: tuple[str, ...] = ()
+    # The header a trusted reverse proxy sets with the client address (e.g.
+    # "X-Forwarded-For"), believed only from peers inside these networks.
+    trusted_proxy_header: str = ""
+    trusted_proxy_networks: tuple[str, ...] = ()
+
+    # One GetTally per petition per this interval per process, however many
+    # people refresh; and what browsers and CDNs may cache.
+    gateway_tally_cache_seconds: float = 1.0
+    tally_max_age_seconds: int = 1
+    gateway_catalogue_cache_seconds: float = 2.0
+    catalogue_max_age_seconds: int = 5
+
+    # Server-Sent Events: a comment line this often keeps proxies from
+    # closing an idle stream; browsers reconnect after live_retry_ms.
+    live_heartbeat_seconds: float = 15.0
+    live_retry_ms: int = 2000
+    max_live_clients: int = 20_000
+
+    # The OpenID Connect provider of the code flow (dev: services/devidp).
+    oidc_provider_url: str = DEV_ISSUER.issuer
+    oidc_client_id: str = DEV_ISSUER.audience
+    # A file name in the secrets directory; empty for a public client.
+    oidc_client_secret_file: str = ""
+    oidc_scopes: str = "openid"
+    # How long a sign-in may take between start and callback.
+    oidc_state_seconds: int = 600
+    oidc_timeout_seconds: float = 10.0
+    # Cookies only over HTTPS; off for http://127.0.0.1 in development.
+    cookie_secure: bool = False
+
+    grace_seconds: float = 10.0
+
+    @field_validator("trusted_proxy_networks")
+    @classmethod
+    def _networks_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
+
+    @property
+    def listen_address(self) -> str:
+        return f"{self.http_host}:{self.http_port}"
+
+    @property
+    def proxy_networks(self) -> tuple[IpNetwork, ...]:
+        return tuple(ipaddress.ip_network(n, strict=False) for n in self.trusted_proxy_networks)
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.public_url.rstrip("/") + "/auth/oidc/callback"
