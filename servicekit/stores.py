@@ -25,12 +25,25 @@ from servicekit.settings import CommonSettings
 log = structlog.get_logger()
 
 
+# Connections per process; a request that finds them all busy waits up to
+# REDIS_POOL_WAIT_SECONDS for one rather than failing at once.
+REDIS_MAX_CONNECTIONS = 200
+REDIS_POOL_WAIT_SECONDS = 2.0
+
+
 def redis_client(settings: CommonSettings) -> aioredis.Redis:
-    """A pooled asyncio Redis client; bytes in, bytes out."""
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0, health_check_interval=30
+    """A pooled asyncio Redis client; bytes in, bytes out. The pool is
+    bounded and blocking: a burst queues briefly for a connection instead of
+    opening one per request or failing with "too many connections"."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=REDIS_POOL_WAIT_SECONDS,
+        socket_timeout=5.0,
+        socket_connect_timeout=5.0,
+        health_check_interval=30,
     )
-    return client
+    return aioredis.Redis(connection_pool=pool)
 
 
 def idempotent_producer(settings: CommonSettings, *, linger_ms: int = 2) -> AIOKafkaProducer:
@@ -85,7 +98,9 @@ class ReplaceableProducer:
             return await self._producer.send_and_wait(topic, value, key=key)
         except _PRODUCER_BROKEN:
             await self._replace(generation)
-            raise
+        # The broker refused that send, so it stored nothing: sending it once
+        # more, with the new producer, cannot duplicate it.
+        return await self._producer.send_and_wait(topic, value, key=key)
 
     async def _replace(self, generation: int) -> None:
         async with self._lock:
