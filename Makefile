@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: up down status test lint proto check-proto install clean-data
+.PHONY: up down status test lint proto check-proto install clean-data bench
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,7 @@ check-proto: $(INSTALLED)
 clean-data: $(INSTALLED)
 	$(PY) -m deploy.local.system down
 	$(PY) -m deploy.local.stack reset
+
+## The issue's figures in one table (starts the stack first if it is not running).
+bench: up
+	$(PY) -m loadtests.bench

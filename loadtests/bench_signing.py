@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from petitions.v1 import signing_pb2, signing_pb2_grpc
 from servicekit import signer_credential
@@ -35,9 +36,15 @@ SIGNING = "127.0.0.1:50062"
 ECHO_METHOD = "/bench.Echo/Echo"
 
 
+def signing_key(secrets: Path = SECRETS) -> Ed25519PrivateKey:
+    """Identity's newest credential key (the one it issues with), read from
+    the secrets directory, so credentials can be minted in-process."""
+    keys = sorted((secrets / "identity-keys").glob("*.pem"))
+    return signer_credential.load_private_key(keys[-1].read_bytes())
+
+
 def mint_credentials(count: int) -> list[str]:
-    keys = sorted((SECRETS / "identity-keys").glob("*.pem"))
-    key = signer_credential.load_private_key(keys[-1].read_bytes())
+    key = signing_key()
     return [
         signer_credential.issue(
             key, SignerClaims(uuid.uuid4().hex, "oidc", "bench", "FR", f"{i % 95 + 1:02d}", True), 3600
@@ -121,10 +128,11 @@ async def bench_echo(seconds: float, concurrency: int, port: int, payload: bytes
         return await drive(call, seconds, concurrency)
 
 
-def create_petition() -> str:
-    token = (SECRETS / "admin-token").read_text().strip()
-    petition = f"bench-{uuid.uuid4().hex[:8]}"
-    with grpc.insecure_channel(SIGNING) as channel:
+def create_petition(address: str = SIGNING, secrets: Path = SECRETS, prefix: str = "bench") -> str:
+    """Creates and opens a petition with a fresh id through the admin API."""
+    token = (secrets / "admin-token").read_text().strip()
+    petition = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    with grpc.insecure_channel(address) as channel:
         signing_pb2_grpc.SigningStub(channel).CreatePetition(
             signing_pb2.CreatePetitionRequest(id=petition, title="Benchmark", open=True),
             metadata=(("authorization", f"Bearer {token}"),),

@@ -1,0 +1,193 @@
+"""The Locust users of the petition load tests. Run through the runner,
+which creates the petitions and sets the scenario:
+
+    .venv/bin/python -m loadtests.run_locust --scenario national-peak --seconds 30 [--workers 2]
+
+SignerUser signs as real, distinct people: each Sign carries a signer
+credential minted here with identity's key (as bench_signing does), for a
+person who has not signed before (or, in duplicate-storm, one of a fixed
+crowd), living in a département weighted like France's or a few percent
+abroad. ReaderUser only reads a counter (GetTally), as most visitors of a
+viral petition do. ScenarioShape brings the users in (a flash crowd in
+seconds for national-peak) and ends the run.
+
+Each Locust process counts the ACCEPTED answers per petition and writes them
+to accepted-<pid>.json in the run directory when users stop; the runner sums
+those files and compares them with the tally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import secrets
+import time
+from collections import Counter
+from typing import Any
+
+# Imported first: it makes grpcio cooperate with gevent before any channel exists.
+from loadtests.grpc_locust import GrpcUser  # isort: skip
+
+import grpc
+from locust import LoadTestShape, constant_throughput, events, task
+from locust.env import Environment
+from locust.runners import MasterRunner
+
+from loadtests.bench_signing import signing_key
+from loadtests.bench_tally import Population
+from loadtests.scenarios import SCENARIOS, LoadTestSettings
+from petitions.v1 import signing_pb2, signing_pb2_grpc, tally_pb2, tally_pb2_grpc
+from servicekit import signer_credential
+from servicekit.signer_credential import SignerClaims
+
+SETTINGS = LoadTestSettings()
+SCENARIO = SCENARIOS[SETTINGS.loadtest_scenario]
+PETITIONS = SETTINGS.loadtest_petitions or ("demo",)
+USERS = SETTINGS.loadtest_users or SCENARIO.users
+# Long enough for any test run: credentials are minted once per person.
+CREDENTIAL_TTL_SECONDS = 3600
+# Sign answers that mean "try again with the same idempotency key" (the
+# services' retry_after is 1 to 2 s).
+RETRIED = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+SIGN_ATTEMPTS = 5
+RETRY_AFTER_SECONDS = 1.0
+
+
+class Ledger:
+    """ACCEPTED answers per petition in this Locust process (one per process:
+    the users are greenlets of it)."""
+
+    def __init__(self) -> None:
+        self.accepted: Counter[str] = Counter()
+        self.already_signed: Counter[str] = Counter()
+        # Signs whose outcome is unknown: still failing after every retry.
+        self.unresolved: Counter[str] = Counter()
+
+    def write(self) -> None:
+        SETTINGS.loadtest_run_dir.mkdir(parents=True, exist_ok=True)
+        path = SETTINGS.loadtest_run_dir / f"accepted-{os.getpid()}.json"
+        # Written whole then renamed, so the runner never reads half a file.
+        partial = path.with_suffix(".tmp")
+        partial.write_text(
+            json.dumps(
+                {"accepted": self.accepted, "already_signed": self.already_signed, "unresolved": self.unresolved}
+            )
+        )
+        partial.replace(path)
+
+
+LEDGER = Ledger()
+
+
+@events.test_stop.add_listener
+def write_ledger(environment: Environment, **_: Any) -> None:
+    # The master runs no users; its workers write their own files.
+    if not isinstance(environment.runner, MasterRunner):
+        LEDGER.write()
+
+
+@events.quitting.add_listener
+def write_ledger_on_quit(environment: Environment, **_: Any) -> None:
+    write_ledger(environment)
+
+
+class Persons:
+    """Who signs: new people, or a fixed crowd shared by every process of
+    the run (their pseudonyms derive from the run id, so all workers agree)."""
+
+    def __init__(self) -> None:
+        self._key = signing_key(SETTINGS.secrets_dir)
+        self._population = Population(random.randrange(1 << 30))
+
+    def credential(self) -> str:
+        if SCENARIO.persons:
+            index = random.randrange(SCENARIO.persons)
+            signer = hashlib.sha256(f"{SETTINGS.loadtest_run_id}:{index}".encode()).hexdigest()
+            # The crowd lives in one place each: the index picks it.
+            country, territory = "FR", f"{index % 95 + 1:02d}"
+        else:
+            signer = secrets.token_hex(32)  # the shape of identity's HMAC pseudonym
+            country, territory = self._population.place()
+        claims = SignerClaims(signer, "oidc", "loadtest", country, territory, True)
+        return signer_credential.issue(self._key, claims, CREDENTIAL_TTL_SECONDS)[0]
+
+
+PERSONS = Persons()
+# The long tail: the n-th other petition gets 1/n of the others' Signs.
+TAIL_WEIGHTS = [1 / rank for rank in range(1, len(PETITIONS))]
+
+
+def pick_petition() -> str:
+    if len(PETITIONS) == 1 or random.random() < SCENARIO.hot_share:
+        return PETITIONS[0]
+    return random.choices(PETITIONS[1:], weights=TAIL_WEIGHTS)[0]
+
+
+class SignerUser(GrpcUser):
+    """A stream of people signing: each Sign is a person arriving."""
+
+    weight = SCENARIO.signer_weight
+    wait_time = constant_throughput(SCENARIO.sign_rate)
+
+    def on_start(self) -> None:
+        self.stub = signing_pb2_grpc.SigningStub(self.channel(SETTINGS.signing_address))
+
+    @task
+    def sign(self) -> None:
+        petition = pick_petition()
+        # One idempotency key per person and petition, kept across retries,
+        # as the API asks: an UNAVAILABLE Sign may still have reached Kafka
+        # (the broker acknowledged late), and only a retry with the same key
+        # tells this person's outcome, so the tally check can be exact.
+        request = signing_pb2.SignRequest(
+            credential=PERSONS.credential(), petition_id=petition, idempotency_key=secrets.token_hex(16)
+        )
+        for attempt in range(SIGN_ATTEMPTS):
+            try:
+                reply = self.stub.Sign(request, timeout=SETTINGS.loadtest_rpc_timeout)
+            except grpc.RpcError as error:
+                # Each failed attempt is already a Locust failure (the interceptor).
+                if error.code() not in RETRIED or attempt == SIGN_ATTEMPTS - 1:
+                    LEDGER.unresolved[petition] += 1
+                    return
+                time.sleep(RETRY_AFTER_SECONDS)  # gevent-patched: yields to the other users
+                continue
+            if reply.outcome == signing_pb2.SignResponse.OUTCOME_ACCEPTED:
+                LEDGER.accepted[petition] += 1
+            else:
+                LEDGER.already_signed[petition] += 1
+            return
+
+
+class ReaderUser(GrpcUser):
+    """A visitor watching the hot petition's counter."""
+
+    # Locust refuses a weight of 0; a scenario without readers leaves this
+    # class out (Scenario.user_classes).
+    weight = max(SCENARIO.reader_weight, 1)
+    wait_time = constant_throughput(SCENARIO.read_rate)
+
+    def on_start(self) -> None:
+        self.stub = tally_pb2_grpc.TallyStub(self.channel(SETTINGS.tally_address))
+        self.request = tally_pb2.GetTallyRequest(petition_id=PETITIONS[0])
+
+    @task
+    def read(self) -> None:
+        try:
+            self.stub.GetTally(self.request, timeout=SETTINGS.loadtest_rpc_timeout)
+        except grpc.RpcError:
+            return  # reported to Locust as a failure by the interceptor
+
+
+class ScenarioShape(LoadTestShape):
+    """All users arrive within the scenario's ramp (a flash crowd for
+    national-peak), stay, and the run ends after the configured seconds."""
+
+    def tick(self) -> tuple[int, float] | None:
+        if self.get_run_time() >= SETTINGS.loadtest_seconds:
+            return None
+        return USERS, USERS / SCENARIO.ramp_seconds
