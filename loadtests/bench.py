@@ -39,9 +39,9 @@ from loadtests.bench_signing import (
     bench_echo,
     bench_signing,
     create_petition,
+    echo_service,
     mint_credentials,
     percentiles,
-    serve_echo,
 )
 from loadtests.bench_tally import (
     LATENCY_P99_TARGET,
@@ -109,19 +109,8 @@ def signing_phase(seconds: float, concurrency: int) -> tuple[Outcome, Outcome]:
     credentials = mint_credentials(int(seconds * 4000))
     petition = create_petition()
     sign = asyncio.run(bench_signing(seconds, concurrency, credentials, petition))
-    context = multiprocessing.get_context("spawn")
-    ready = context.Event()
-    port = free_port()
-    server = context.Process(target=serve_echo, args=(port, ready), daemon=True)
-    server.start()
-    try:
-        if not ready.wait(60):
-            raise RuntimeError("the echo service did not start within 60 s")
-        payload = credentials[0].encode() + petition.encode()
-        echo = asyncio.run(bench_echo(seconds, concurrency, port, payload))
-    finally:
-        server.terminate()
-        server.join(10)
+    with echo_service(free_port()) as port:
+        echo = asyncio.run(bench_echo(seconds, concurrency, port, credentials[0].encode() + petition.encode()))
     return sign, echo
 
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -114,6 +115,23 @@ def serve_echo(port: int, ready: multiprocessing.synchronize.Event) -> None:
     asyncio.run(serve())
 
 
+@contextlib.contextmanager
+def echo_service(port: int) -> Iterator[int]:
+    """A bare grpc.aio echo service on port, in a process of its own (so it
+    does not share the load generator's core), for as long as the block runs."""
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    server = context.Process(target=serve_echo, args=(port, ready), daemon=True)
+    server.start()
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("the echo service did not start within 60 s")
+        yield port
+    finally:
+        server.terminate()
+        server.join(10)
+
+
 async def bench_echo(seconds: float, concurrency: int, port: int, payload: bytes) -> tuple[int, list[float], int]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
@@ -169,15 +187,11 @@ def main() -> int:
         bench_signing(options.seconds, options.concurrency, credentials, petition)
     )
 
-    ready = multiprocessing.Event()
-    echo_server = multiprocessing.Process(target=serve_echo, args=(options.echo_port, ready), daemon=True)
-    echo_server.start()
-    ready.wait(10)
     payload = signing_pb2.SignRequest(credential=credentials[0], petition_id=petition).SerializeToString()
-    echo_done, echo_latencies, echo_failures = asyncio.run(
-        bench_echo(options.seconds, options.concurrency, options.echo_port, payload)
-    )
-    echo_server.terminate()
+    with echo_service(options.echo_port) as port:
+        echo_done, echo_latencies, echo_failures = asyncio.run(
+            bench_echo(options.seconds, options.concurrency, port, payload)
+        )
 
     print(f"{options.seconds:g} s each, {options.concurrency} calls in flight, petition {petition}")
     signing_rate = report("Sign", sign_done, sign_latencies, sign_failures, options.seconds)

@@ -89,10 +89,10 @@ from loadtests.bench_signing import (
     bench_echo,
     create_petition,
     drive,
+    echo_service,
     mint_credentials,
     percentiles,
     report,
-    serve_echo,
 )
 from petitions.v1 import events_pb2, identity_pb2, signing_pb2, signing_pb2_grpc, tally_pb2, tally_pb2_grpc
 from servicekit.settings import REPO_ROOT, CommonSettings
@@ -885,20 +885,10 @@ def print_live(result: LiveResult, topic: str, concurrency: int) -> None:
 
 def echo_ceiling(seconds: float, concurrency: int, payload: bytes) -> Outcome:
     """The same read loops against bench_signing's bare echo service."""
-    context = multiprocessing.get_context("spawn")
-    ready = context.Event()
-    port = free_port()
-    server = context.Process(target=serve_echo, args=(port, ready), daemon=True)
-    server.start()
-    try:
-        if not ready.wait(60):
-            raise RuntimeError("the echo service did not start within 60 s")
+    with echo_service(free_port()) as port:
         load = ChildLoad(partial(bench_echo, seconds, concurrency, port, payload))
         load.go.set()
         return load.result()
-    finally:
-        server.terminate()
-        server.join(10)
 
 
 # --- the table -----------------------------------------------------------------
