@@ -36,7 +36,7 @@ from servicekit.errors import DomainError, ErrorKind, invalid
 from services.identity.metrics import verification_outcome
 from services.signing.metric_defs import sign_refusal_label
 from tests.errors import rejection
-from tests.harness import REPO, ServiceProcess, free_port
+from tests.harness import REPO, ServiceProcess, free_port, wait_ready
 from tests.system import SystemClient
 
 OBSERVABILITY = REPO / "deploy" / "observability"
@@ -276,25 +276,10 @@ def running_prometheus(tools: PrometheusTools, work_dir: Path, targets: Mapping[
     server = ServiceProcess("prometheus", process, log_path)
     try:
         api = PrometheusApi(f"http://127.0.0.1:{port}")
-        _wait_ready(server, api)
+        wait_ready(server, f"{api.url}/-/ready", PROMETHEUS_START_SECONDS)
         yield api
     finally:
         server.stop()
-
-
-def _wait_ready(server: ServiceProcess, api: PrometheusApi) -> None:
-    deadline = time.monotonic() + PROMETHEUS_START_SECONDS
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"prometheus exited with {server.process.returncode}:\n{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"{api.url}/-/ready", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"prometheus not ready after {PROMETHEUS_START_SECONDS:g} s:\n{server.log_tail()}")
 
 
 def sign_some(system: SystemClient, petition_id: str, count: int) -> None:
