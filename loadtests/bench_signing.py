@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -35,6 +35,9 @@ from servicekit.signer_credential import SignerClaims
 SECRETS = REPO_ROOT / ".run" / "secrets"
 SIGNING = "127.0.0.1:50062"
 ECHO_METHOD = "/bench.Echo/Echo"
+# Client connections: `make up` runs two signing processes on one port, and
+# the kernel gives each connection (not each call) to one of them.
+CONNECTIONS = 8
 
 
 def signing_key(secrets: Path = SECRETS) -> Ed25519PrivateKey:
@@ -78,15 +81,27 @@ async def drive(
     return len(latencies), latencies, failures
 
 
+@contextlib.asynccontextmanager
+async def channels(address: str, count: int) -> AsyncIterator[list[grpc.aio.Channel]]:
+    """count channels to address, each on a connection of its own (as many
+    gateway processes would hold), so that several server processes
+    sharing the port with SO_REUSEPORT all get a share of the calls."""
+    opened = [grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(count)]
+    try:
+        yield opened
+    finally:
+        await asyncio.gather(*(channel.close() for channel in opened))
+
+
 async def bench_signing(
-    seconds: float, concurrency: int, credentials: list[str], petition: str
+    seconds: float, concurrency: int, credentials: list[str], petition: str, connections: int = CONNECTIONS
 ) -> tuple[int, list[float], int]:
-    async with grpc.aio.insecure_channel(SIGNING) as channel:
-        stub = signing_pb2_grpc.SigningStub(channel)
+    async with channels(SIGNING, connections) as opened:
+        stubs = [signing_pb2_grpc.SigningStub(channel) for channel in opened]
 
         async def sign(i: int) -> bool:
             try:
-                reply = await stub.Sign(
+                reply = await stubs[i % len(stubs)].Sign(
                     signing_pb2.SignRequest(credential=credentials[i % len(credentials)], petition_id=petition),
                     timeout=30,
                 )
@@ -132,13 +147,17 @@ def echo_service(port: int) -> Iterator[int]:
         server.join(10)
 
 
-async def bench_echo(seconds: float, concurrency: int, port: int, payload: bytes) -> tuple[int, list[float], int]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
+async def bench_echo(
+    seconds: float, concurrency: int, port: int, payload: bytes, connections: int = CONNECTIONS
+) -> tuple[int, list[float], int]:
+    async with channels(f"127.0.0.1:{port}", connections) as opened:
+        echoes: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
+            channel.unary_unary(ECHO_METHOD) for channel in opened
+        ]
 
         async def call(i: int) -> bool:
             try:
-                await echo(payload, timeout=30)
+                await echoes[i % len(echoes)](payload, timeout=30)
             except grpc.aio.AioRpcError:
                 return False
             return True
@@ -176,6 +195,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--echo-port", type=int, default=50099)
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=CONNECTIONS,
+        help="client connections, so that every signing process gets calls",
+    )
     options = parser.parse_args()
     if not Path(SECRETS / "admin-token").exists():
         print("run `make up` first", file=sys.stderr)
@@ -184,16 +209,19 @@ def main() -> int:
     credentials = mint_credentials(int(options.seconds * 4000))
     petition = create_petition()
     sign_done, sign_latencies, sign_failures = asyncio.run(
-        bench_signing(options.seconds, options.concurrency, credentials, petition)
+        bench_signing(options.seconds, options.concurrency, credentials, petition, options.connections)
     )
 
     payload = signing_pb2.SignRequest(credential=credentials[0], petition_id=petition).SerializeToString()
     with echo_service(options.echo_port) as port:
         echo_done, echo_latencies, echo_failures = asyncio.run(
-            bench_echo(options.seconds, options.concurrency, port, payload)
+            bench_echo(options.seconds, options.concurrency, port, payload, options.connections)
         )
 
-    print(f"{options.seconds:g} s each, {options.concurrency} calls in flight, petition {petition}")
+    print(
+        f"{options.seconds:g} s each, {options.concurrency} calls in flight over {options.connections} connections,"
+        f" petition {petition}"
+    )
     signing_rate = report("Sign", sign_done, sign_latencies, sign_failures, options.seconds)
     echo_rate = report("echo", echo_done, echo_latencies, echo_failures, options.seconds)
     print(f"Sign / echo ratio: {signing_rate / echo_rate:.2f}")

@@ -25,6 +25,7 @@ from grpc_status import rpc_status
 
 from servicekit.errors import DomainError, ErrorKind
 from servicekit.metric_defs import RPC_LATENCY, RPC_REQUESTS
+from servicekit.settings import ServiceSettings
 
 ERROR_DOMAIN = "petitions.v1"
 
@@ -173,21 +174,27 @@ def _wrap_stream(method: str, behaviour: Any) -> Any:
 
 
 class ServiceServer:
-    """A grpc.aio server plus its health servicer, bound to one address."""
+    """A grpc.aio server plus its health servicer, bound to the settings' address
+    (and to the process's own address, when it has one)."""
 
-    def __init__(self, service_names: Iterable[str], address: str, max_concurrent_rpcs: int | None = None):
+    def __init__(self, service_names: Iterable[str], settings: ServiceSettings):
         self.server = grpc.aio.server(
             interceptors=[ServiceInterceptor()],
-            maximum_concurrent_rpcs=max_concurrent_rpcs,
-            options=[("grpc.so_reuseport", 0)],
+            options=[("grpc.so_reuseport", 1 if settings.grpc_shared_address else 0)],
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._names = list(service_names)
         reflection.enable_server_reflection([*self._names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
-        self.port = self.server.add_insecure_port(address)
-        if self.port == 0:
+        self.port = self._bind(settings.grpc_address)
+        if settings.grpc_process_address:
+            self._bind(settings.grpc_process_address)
+
+    def _bind(self, address: str) -> int:
+        port = self.server.add_insecure_port(address)
+        if port == 0:
             raise SystemExit(f"cannot bind gRPC address {address}")
+        return port
 
     async def start(self) -> None:
         await self.server.start()

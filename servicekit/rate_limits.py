@@ -8,7 +8,6 @@ of the IP, domain or pseudonym, never the value itself.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 from dataclasses import dataclass
@@ -17,29 +16,45 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 
+# Lua helpers for token buckets, shared by every script that takes from one.
+# A bucket is a hash {tokens, at}; its key expires once it would be full again.
+BUCKET_FUNCTIONS = """
+local function redis_now()
+  local parts = redis.call('TIME')
+  return tonumber(parts[1]) + tonumber(parts[2]) / 1000000
+end
+local function bucket_tokens(key, burst, rate, now)
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(state[1]) or burst
+  local at = tonumber(state[2]) or now
+  return math.min(burst, tokens + math.max(0, now - at) * rate)
+end
+local function bucket_wait_ms(tokens, rate)
+  return math.ceil((1 - tokens) / rate * 1000)
+end
+local function bucket_store(key, tokens, burst, rate, now)
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', tostring(now))
+  redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
+end
+"""
+
 # KEYS[1] = bucket; ARGV = burst, tokens per second.
 # Returns {allowed (0|1), milliseconds until one token is available}.
-_TAKE = """
+_TAKE = (
+    BUCKET_FUNCTIONS
+    + """
 local burst = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or burst
-local at = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-local allowed = 0
-local wait_ms = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-else
-  wait_ms = math.ceil((1 - tokens) / rate * 1000)
+local now = redis_now()
+local tokens = bucket_tokens(KEYS[1], burst, rate, now)
+if tokens < 1 then
+  bucket_store(KEYS[1], tokens, burst, rate, now)
+  return {0, bucket_wait_ms(tokens, rate)}
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return {allowed, wait_ms}
+bucket_store(KEYS[1], tokens - 1, burst, rate, now)
+return {1, 0}
 """
+)
 
 
 class RateLimit(BaseModel):
@@ -60,6 +75,14 @@ class Refusal:
     scope: str
     retry_after_seconds: float | None
     blocked: bool = False
+
+
+@dataclass(frozen=True)
+class Bucket:
+    scope: str
+    key: str
+    burst: int
+    per_second: float
 
 
 class FraudLimits:
@@ -87,17 +110,23 @@ class FraudLimits:
                 return Refusal("ip", None, blocked=True)
         return None
 
-    async def take(self, scope: str, value: str) -> Refusal | None:
-        """Takes a token from the bucket of (scope, value); a Refusal when
-        it is empty. Scopes without a configured limit are not limited."""
+    def bucket(self, scope: str, value: str) -> Bucket | None:
+        """The bucket of (scope, value), or None when the scope is not
+        limited or there is no value to limit."""
         limit = self._limits.get(scope)
         if limit is None or not value:
             return None
-        digest = hmac.new(self._secret, f"{scope}\x00{value}".encode(), hashlib.sha256).hexdigest()[:32]
+        digest = hmac.digest(self._secret, f"{scope}\x00{value}".encode(), "sha256").hex()[:32]
+        return Bucket(scope, f"ratelimit:{scope}:{digest}", limit.burst, limit.per_minute / 60.0)
+
+    async def take(self, scope: str, value: str) -> Refusal | None:
+        """Takes a token from the bucket of (scope, value); a Refusal when
+        it is empty. Scopes without a configured limit are not limited."""
+        bucket = self.bucket(scope, value)
+        if bucket is None:
+            return None
         try:
-            allowed, wait_ms = await self._take(
-                keys=[f"ratelimit:{scope}:{digest}"], args=[limit.burst, limit.per_minute / 60.0]
-            )
+            allowed, wait_ms = await self._take(keys=[bucket.key], args=[bucket.burst, bucket.per_second])
         except RedisError as error:
             raise LimitsUnavailable(str(error)) from error
         if int(allowed):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from servicekit.errors import DomainError, ErrorKind, invalid
 from servicekit.metric_defs import RATE_LIMITED
-from servicekit.rate_limits import FraudLimits, LimitsUnavailable, Refusal
+from servicekit.rate_limits import Bucket, FraudLimits, LimitsUnavailable, Refusal
 
 _WHAT = {
     "ip": "this network address",
@@ -18,7 +18,8 @@ _WHAT = {
 }
 
 
-def _error(refusal: Refusal) -> DomainError:
+def refusal_error(refusal: Refusal) -> DomainError:
+    """The API's error for a refusal, counted by scope."""
     RATE_LIMITED.labels(refusal.scope).inc()
     what = _WHAT.get(refusal.scope, refusal.scope)
     if refusal.blocked:
@@ -41,7 +42,13 @@ class RequestGuard:
         except ValueError:
             raise invalid("client_ip", "is not an IPv4 or IPv6 address") from None
         if refusal is not None:
-            raise _error(refusal)
+            raise refusal_error(refusal)
+
+    def buckets(self, **scoped_values: str) -> list[Bucket]:
+        """The buckets take() would take from, for a caller that takes them
+        in a script of its own (with its other Redis work, in one call)."""
+        found = (self._limits.bucket(scope, value) for scope, value in scoped_values.items())
+        return [bucket for bucket in found if bucket is not None]
 
     async def take(self, **scoped_values: str) -> None:
         """Takes one request from each named scope's bucket, e.g.
@@ -57,4 +64,4 @@ class RequestGuard:
                     retry_after_seconds=2,
                 ) from None
             if refusal is not None:
-                raise _error(refusal)
+                raise refusal_error(refusal)

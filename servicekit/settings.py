@@ -66,6 +66,14 @@ class ServiceSettings(CommonSettings):
     """What every gRPC service has; each service sets its own defaults."""
 
     grpc_address: str = "127.0.0.1:0"
+    # Lets several processes of one service serve grpc_address together
+    # (SO_REUSEPORT: the kernel spreads client connections over them), so
+    # one host can use all its cores. Off by default, so a second process
+    # started by mistake fails to bind instead of silently sharing.
+    grpc_shared_address: bool = False
+    # An address of this process alone, served beside the shared one, so a
+    # supervisor can health-check each process of a shared address.
+    grpc_process_address: str = ""
     metrics_port: int = 0
     # How long in-flight RPCs may take to finish after SIGTERM.
     grace_seconds: float = 5.0

@@ -204,4 +204,12 @@ def test_sign_calls_are_limited_per_address_and_blocked_networks_refused(system:
     with pytest.raises(grpc.RpcError) as raised:
         system.sign(people[5], petition.id, client_ip="203.0.113.50")
     assert rejection(raised.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "BLOCKED")
-    assert system.settled_tally(petition.id).total == 5
+
+    # The refusals changed nothing: no claim was left behind, so the same
+    # person signs at once from another address.
+    other_address = f"198.51.100.{uuid.uuid4().int % 200 + 20}"
+    assert (
+        system.sign(people[5], petition.id, client_ip=other_address).outcome
+        == signing_pb2.SignResponse.OUTCOME_ACCEPTED
+    )
+    assert system.settled_tally(petition.id).total == 6

@@ -45,16 +45,26 @@ class Service:
     kind: str
     # Command-line arguments, given the layout (dev tools take their paths so).
     arguments: Callable[[Layout], list[str]] = lambda layout: []
+    # A port of this process alone, when it shares `port` with other
+    # processes of its service: its readiness is checked there.
+    process_port: int = 0
 
     def argv(self, layout: Layout) -> list[str]:
         return [sys.executable, "-m", self.module, *self.arguments(layout)]
+
+    def env(self) -> dict[str, str]:
+        env = {"PETITIONS_METRICS_PORT": str(self.metrics_port)}
+        if self.process_port:
+            env["PETITIONS_GRPC_SHARED_ADDRESS"] = "true"
+            env["PETITIONS_GRPC_PROCESS_ADDRESS"] = f"127.0.0.1:{self.process_port}"
+        return env
 
     def ready(self) -> bool:
         if self.kind == "tcp":
             return port_open(self.port)
         if self.kind == "http":
             return _http_ready(f"http://127.0.0.1:{self.port}/readyz")
-        return _serving(f"127.0.0.1:{self.port}")
+        return _serving(f"127.0.0.1:{self.process_port or self.port}")
 
 
 SERVICES = (
@@ -75,7 +85,10 @@ SERVICES = (
         lambda layout: ["--port", "8025", "--mail-dir", str(layout.run_dir / "mail")],
     ),
     Service("identity", "services.identity", 50061, 9161, "grpc"),
-    Service("signing", "services.signing", 50062, 9162, "grpc"),
+    # Two signing processes share the signing port, so Sign, the hot path,
+    # can use both cores (one Python process is bound to one).
+    Service("signing", "services.signing", 50062, 9162, "grpc", process_port=50072),
+    Service("signing-2", "services.signing", 50062, 9165, "grpc", process_port=50073),
     Service("tally", "services.tally", 50063, 9163, "grpc"),
     Service("gateway", "services.gateway", 8080, 9164, "http"),
 )
@@ -135,7 +148,7 @@ class System:
             files = ProcessFiles.under(self.layout.run_dir, service.name)
             pid = processes.running_pid(files)
             if pid is None:
-                env = {**self.env(), "PETITIONS_METRICS_PORT": str(service.metrics_port)}
+                env = {**self.env(), **service.env()}
                 processes.start(files, service.argv(self.layout), env, REPO)
             waited = processes.wait_ready(files, service.ready, SERVICE_START_SECONDS)
             state = f"already running (pid {pid})" if pid else f"ready after {waited:.1f} s"
@@ -195,7 +208,7 @@ From the command line:
   .venv/bin/petitions tally demo                           # the live count, by territory and country
 
 Dev mailbox:           {mail}/  (one-time codes sent by identity land here)
-Metrics (Prometheus):  http://127.0.0.1:9161/metrics (identity)  :9162 (signing)  :9163 (tally)  :9164 (gateway)
+Metrics (Prometheus):  http://127.0.0.1:9161/metrics (identity)  :9162 and :9165 (signing)  :9163 (tally)  :9164 (gateway)
 Logs:                  {logs}/
 Stop everything:       make down
 """

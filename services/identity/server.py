@@ -140,9 +140,7 @@ class IdentityApp(GrpcApp):
             secret,
             guard,
         )
-        self.server = ServiceServer(
-            [identity_pb2.DESCRIPTOR.services_by_name["Identity"].full_name], settings.grpc_address
-        )
+        self.server = ServiceServer([identity_pb2.DESCRIPTOR.services_by_name["Identity"].full_name], settings)
         identity_pb2_grpc.add_IdentityServicer_to_server(
             IdentityServicer(
                 IdTokenExchange(verifier, signer, secret, guard),

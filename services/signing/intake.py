@@ -11,7 +11,7 @@ import ipaddress
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -20,7 +20,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import events_pb2, identity_pb2
 from servicekit.errors import DomainError, ErrorKind, invalid
-from servicekit.request_guard import RequestGuard
+from servicekit.rate_limits import Bucket, Refusal
+from servicekit.request_guard import RequestGuard, refusal_error
 from servicekit.signer_credential import CredentialRejected, SignerClaims
 from services.catalogue.cache import CachedCatalogue
 from services.catalogue.errors import petition_not_found
@@ -156,13 +157,13 @@ class SignatureIntake:
         validate(request)
         self._guard.check_blocked(ip=request.client_ip)
         claims = await self._verify(request.credential)
-        await self._guard.take(sign_ip=request.client_ip, sign_signer=claims.signer)
         now = self._clock()
         check_can_sign(await self._catalogue.get(request.petition_id), request.petition_id, claims, now)
 
         idempotency_hash = _short_hash(request.idempotency_key) if request.idempotency_key else ""
         claim = LedgerEntry(EntryState.PENDING, uuid.uuid4().hex, idempotency_hash, now)
-        existing = await self._claim_or_wait(request.petition_id, claims.signer, claim)
+        buckets = self._guard.buckets(sign_ip=request.client_ip, sign_signer=claims.signer)
+        existing = await self._claim_or_wait(request.petition_id, claims.signer, claim, buckets)
         if existing is not None:
             return _answer_for_existing(existing, idempotency_hash)
 
@@ -199,15 +200,22 @@ class SignatureIntake:
             log.warning("receipt not recorded", petition_id=request.petition_id, error=repr(error))
         return Receipt(Outcome.ACCEPTED, signed.signature_id, now, position)
 
-    async def _claim_or_wait(self, petition_id: str, signer: str, claim: LedgerEntry) -> LedgerEntry | None:
-        """Claims the right to publish (None), or returns the settled entry
-        of the request that holds it. While another request of the same
-        person is still waiting for Kafka, waits for its outcome: if it
-        succeeds this one is ALREADY_SIGNED; if it fails, this one claims."""
+    async def _claim_or_wait(
+        self, petition_id: str, signer: str, claim: LedgerEntry, buckets: Sequence[Bucket]
+    ) -> LedgerEntry | None:
+        """Takes the request's rate-limit tokens and claims the right to
+        publish (None), or returns the settled entry of the request that
+        holds it. While another request of the same person is still waiting
+        for Kafka, waits for its outcome: if it succeeds this one is
+        ALREADY_SIGNED; if it fails, this one claims."""
         deadline = time.monotonic() + self._pending_wait_seconds
         pause = 0.01
         while True:
-            existing = await _ledger_call(self._ledger.claim(petition_id, signer, claim))
+            existing = await _ledger_call(self._ledger.admit(petition_id, signer, claim, buckets))
+            if isinstance(existing, Refusal):
+                raise refusal_error(existing)
+            # A request takes its tokens once, however long it waits.
+            buckets = ()
             if existing is None or existing.state is not EntryState.PENDING:
                 return existing
             if time.monotonic() + pause > deadline:
@@ -230,7 +238,7 @@ class SignatureIntake:
         signed_at.FromNanoseconds(int(claim.signed_at * 1e9))
         ip_hash = ""
         if request.client_ip:
-            ip_hash = hmac.new(self._ip_secret, request.client_ip.encode(), hashlib.sha256).hexdigest()[:32]
+            ip_hash = hmac.digest(self._ip_secret, request.client_ip.encode(), "sha256").hex()[:32]
         return events_pb2.SignatureEvent(
             accepted=events_pb2.SignatureAccepted(
                 signature_id=claim.signature_id,

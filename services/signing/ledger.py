@@ -6,15 +6,52 @@ person cannot both publish; after Kafka's acknowledgement the entry becomes
 the permanent receipt. If a process dies between the two, the claim expires
 and the person can sign again: the tally, not this ledger, is the authority
 that counts a person once, so a second publication is harmless.
+
+The claim and the request's rate-limit buckets are one script, so admitting
+a signature costs one Redis round trip, and every command goes through the
+implicit pipeline shared by concurrent requests. (The script touches several
+keys: on a Redis Cluster they would need one hash tag.)
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from servicekit.rate_limits import BUCKET_FUNCTIONS, Bucket, Refusal
+from servicekit.redis_pipelining import AutoPipeline
+
+# KEYS[1] = the ledger entry; KEYS[2..] = rate-limit buckets to take one
+# token from. ARGV[1] = the claim, ARGV[2] = its lifetime in seconds, then
+# burst and tokens per second of each bucket in KEYS order.
+# Returns {'limited', bucket number, ms until a token}, {'claimed'} or
+# {'existing', entry}. A refusal changes nothing; otherwise every bucket
+# loses a token, whether the claim is won or the person had already signed.
+_ADMIT = (
+    BUCKET_FUNCTIONS
+    + """
+local now = redis_now()
+local tokens = {}
+for i = 2, #KEYS do
+  local burst, rate = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  tokens[i] = bucket_tokens(KEYS[i], burst, rate, now)
+  if tokens[i] < 1 then
+    return {'limited', i - 1, bucket_wait_ms(tokens[i], rate)}
+  end
+end
+for i = 2, #KEYS do
+  bucket_store(KEYS[i], tokens[i] - 1, tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i]), now)
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  return {'claimed'}
+end
+return {'existing', redis.call('GET', KEYS[1])}
+"""
+)
 
 # Deletes the claim only if it is still ours, so a slow request whose claim
 # expired never deletes another request's claim.
@@ -76,43 +113,44 @@ class LedgerEntry:
 
 class SignerLedger:
     def __init__(self, redis: aioredis.Redis, claim_seconds: int):
-        self._redis = redis
+        self._pipeline = AutoPipeline(redis)
         self._claim_seconds = claim_seconds
+        self._admit = redis.register_script(_ADMIT)
         self._release = redis.register_script(_RELEASE)
 
     @staticmethod
     def key(petition_id: str, signer: str) -> str:
         return f"signed:{petition_id}:{signer}"
 
-    async def claim(self, petition_id: str, signer: str, entry: LedgerEntry) -> LedgerEntry | None:
-        """Claims the right to publish; returns None on success, else the
-        entry that is already there."""
+    async def admit(
+        self, petition_id: str, signer: str, entry: LedgerEntry, buckets: Sequence[Bucket] = ()
+    ) -> LedgerEntry | Refusal | None:
+        """Takes a token from each bucket and claims the right to publish:
+        None when claimed, the entry already there, or the Refusal of the
+        first empty bucket (then nothing changed)."""
+        keys = [self.key(petition_id, signer), *(bucket.key for bucket in buckets)]
+        args: list[str | int | float] = [entry.encode(), self._claim_seconds]
+        for bucket in buckets:
+            args += [bucket.burst, bucket.per_second]
         try:
-            return await self._claim(self.key(petition_id, signer), entry)
+            reply = await self._pipeline.run_script(self._admit, keys, args)
         except RedisError as error:
             raise LedgerUnavailable(str(error)) from error
-
-    async def _claim(self, key: str, entry: LedgerEntry) -> LedgerEntry | None:
-        if await self._redis.set(key, entry.encode(), nx=True, ex=self._claim_seconds):
+        verdict = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+        if verdict == "claimed":
             return None
-        existing = await self._redis.get(key)
-        if existing is None:
-            # The other claim expired between our SET and GET; try once more.
-            if await self._redis.set(key, entry.encode(), nx=True, ex=self._claim_seconds):
-                return None
-            existing = await self._redis.get(key)
-            if existing is None:
-                return entry  # pathological churn: report as in progress
-        return LedgerEntry.decode(existing)
+        if verdict == "existing":
+            return LedgerEntry.decode(reply[1])
+        return Refusal(buckets[int(reply[1]) - 1].scope, int(reply[2]) / 1000.0)
 
     async def record(self, petition_id: str, signer: str, entry: LedgerEntry) -> None:
         try:
-            await self._redis.set(self.key(petition_id, signer), entry.encode())
+            await self._pipeline.execute("SET", self.key(petition_id, signer), entry.encode())
         except RedisError as error:
             raise LedgerUnavailable(str(error)) from error
 
     async def release(self, petition_id: str, signer: str, entry: LedgerEntry) -> None:
         try:
-            await self._release(keys=[self.key(petition_id, signer)], args=[entry.encode()])
+            await self._pipeline.run_script(self._release, [self.key(petition_id, signer)], [entry.encode()])
         except RedisError as error:
             raise LedgerUnavailable(str(error)) from error

@@ -60,9 +60,9 @@ class SignaturePublisher:
         PUBLISHES_IN_FLIGHT.inc()
         sent = time.perf_counter()
         try:
-            metadata = await asyncio.wait_for(
-                self._producer.send_and_wait(self._topic, event.SerializeToString(), key=key), self._timeout
-            )
+            # asyncio.timeout, unlike wait_for, costs no extra task per send.
+            async with asyncio.timeout(self._timeout):
+                metadata = await self._producer.send_and_wait(self._topic, event.SerializeToString(), key=key)
         except TimeoutError:
             PUBLISH_FAILURES.labels("timeout").inc()
             raise PublishFailed(f"Kafka did not acknowledge within {self._timeout:g} s") from None

@@ -165,9 +165,7 @@ class SigningApp(GrpcApp):
         )
         events = PetitionEvents(self.producer, settings.petition_events_topic)
         self.closer = DeadlineCloser(self.store, catalogue, events, settings.deadline_check_seconds)
-        self.server = ServiceServer(
-            [signing_pb2.DESCRIPTOR.services_by_name["Signing"].full_name], settings.grpc_address
-        )
+        self.server = ServiceServer([signing_pb2.DESCRIPTOR.services_by_name["Signing"].full_name], settings)
         signing_pb2_grpc.add_SigningServicer_to_server(
             SigningServicer(
                 intake,

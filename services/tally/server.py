@@ -92,6 +92,8 @@ class TallyApp(GrpcApp):
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_partition_fetch_bytes=4 * 1024 * 1024,
+                fetch_min_bytes=settings.fetch_min_bytes,
+                fetch_max_wait_ms=settings.fetch_max_wait_ms,
             )
             if self.consuming
             else AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
@@ -130,7 +132,7 @@ class TallyApp(GrpcApp):
         )
         self.feeds = TallyFeeds(reader.read, settings.watch_interval_ms / 1000, settings.max_watchers)
         served = [tally_pb2.DESCRIPTOR.services_by_name["Tally"].full_name] if self.reading else []
-        self.server = ServiceServer(served, settings.grpc_address)
+        self.server = ServiceServer(served, settings)
         if self.reading:
             tally_pb2_grpc.add_TallyServicer_to_server(TallyServicer(reader, self.feeds), self.server.server)
 
