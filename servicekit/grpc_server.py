@@ -63,29 +63,43 @@ def status_for(error: DomainError) -> grpc.Status:
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Counts and times every RPC and maps DomainError to its status."""
 
+    def __init__(self) -> None:
+        # Wrapped once per method, not once per call.
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        wrapped = self._wrapped.get(handler_call_details.method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-        if handler is None or method in ("Check", "Watch", "ServerReflectionInfo"):
-            return handler
-        deserializer = _tolerant(handler.request_deserializer)
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary),
-                request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream),
-                request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
-            )
+        if handler is None:
+            return None
+        wrapped = _wrap(handler, handler_call_details.method.rsplit("/", 1)[-1])
+        self._wrapped[handler_call_details.method] = wrapped
+        return wrapped
+
+
+def _wrap(handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
+    if method in ("Check", "Watch", "ServerReflectionInfo"):
         return handler
+    deserializer = _tolerant(handler.request_deserializer)
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary(method, handler.unary_unary),
+            request_deserializer=deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream(method, handler.unary_stream),
+            request_deserializer=deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
 
 
 @dataclass(frozen=True)

@@ -208,7 +208,7 @@ From the command line:
   .venv/bin/petitions tally demo                           # the live count, by territory and country
 
 Dev mailbox:           {mail}/  (one-time codes sent by identity land here)
-Metrics (Prometheus):  http://127.0.0.1:9161/metrics (identity)  :9162 and :9165 (signing)  :9163 (tally)  :9164 (gateway)
+Metrics (Prometheus):  http://127.0.0.1:9161/metrics (identity)  :9162, :9165 (signing)  :9163 (tally)  :9164 (gateway)
 Logs:                  {logs}/
 Stop everything:       make down
 """

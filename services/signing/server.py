@@ -132,7 +132,7 @@ class SigningApp(GrpcApp):
     def __init__(self, settings: SigningSettings):
         self.settings = settings
         self.redis = redis_client(settings)
-        self.producer = ReplaceableProducer(settings)
+        self.producer = ReplaceableProducer(settings, linger_ms=settings.producer_linger_ms)
         self.cassandra = CassandraSession(settings)
         self.identity_channel = grpc.aio.insecure_channel(settings.identity_address)
         self.keys = CredentialKeyCache(self.identity_channel)
