@@ -205,9 +205,14 @@ class ServiceServer:
             self._bind(settings.grpc_process_address)
 
     def _bind(self, address: str) -> int:
-        port = self.server.add_insecure_port(address)
+        # grpc.aio raises where the sync server returns 0; either way the
+        # process cannot serve, and says why in one line.
+        try:
+            port = self.server.add_insecure_port(address)
+        except RuntimeError:
+            port = 0
         if port == 0:
-            raise SystemExit(f"cannot bind gRPC address {address}")
+            raise SystemExit(f"cannot bind gRPC address {address}: it is in use or not an address of this host")
         return port
 
     async def start(self) -> None:
