@@ -8,6 +8,7 @@ import uuid
 
 import grpc
 import pytest
+import redis
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import events_pb2, petition_pb2, signing_pb2
@@ -70,3 +71,30 @@ def test_admin_transitions_are_announced_and_checked(system: SystemClient) -> No
         grpc.StatusCode.FAILED_PRECONDITION,
         "INVALID_TRANSITION",
     )
+
+
+def test_receipts_are_kept_until_the_petition_closes_plus_the_idempotency_window(system: SystemClient) -> None:
+    """Redis holds the receipts of open petitions only: a receipt outlives
+    its petition's deadline by the idempotency window (24 h), so a retry
+    at the deadline still gets its first answer; an open-ended petition's
+    receipts stay."""
+    ledger = redis.Redis.from_url(system.namespace.env(system.stack)["PETITIONS_REDIS_URL"])
+    closes_in = 3600.0
+    closes = Timestamp()
+    closes.FromNanoseconds(int((time.time() + closes_in) * 1e9))
+    with_deadline = system.create_petition("Closes in an hour", closes_at=closes)
+    open_ended = system.create_petition("Open-ended")
+    person = system.credential(f"receipt-{uuid.uuid4().hex[:8]}")
+    key = f"retry-{uuid.uuid4().hex}"
+
+    first = system.sign(person.token, with_deadline.id, idempotency_key=key)
+    system.sign(person.token, open_ended.id)
+
+    ttl = ledger.ttl(f"signed:{with_deadline.id}:{person.claims.signer}")
+    assert closes_in + 24 * 3600 - 60 < ttl <= closes_in + 24 * 3600 + 1
+    assert ledger.ttl(f"signed:{open_ended.id}:{person.claims.signer}") == -1, "kept while the petition is open"
+    # The receipt answers the retry, and the person's next attempt.
+    replay = system.sign(person.token, with_deadline.id, idempotency_key=key)
+    assert (replay.outcome, replay.signature_id) == (signing_pb2.SignResponse.OUTCOME_ACCEPTED, first.signature_id)
+    assert system.sign(person.token, with_deadline.id).outcome == signing_pb2.SignResponse.OUTCOME_ALREADY_SIGNED
+    ledger.close()

@@ -129,6 +129,7 @@ class SignatureIntake:
         ip_hash_secret: bytes,
         pending_wait_seconds: float,
         guard: RequestGuard,
+        receipt_grace_seconds: float,
         clock: Callable[[], float] = time.time,
     ):
         self._keys = keys
@@ -139,6 +140,7 @@ class SignatureIntake:
         self._clock = clock
         self._pending_wait_seconds = pending_wait_seconds
         self._guard = guard
+        self._receipt_grace = receipt_grace_seconds
 
     async def sign(self, request: SignatureRequest) -> Receipt:
         """Decides one signature, and counts the decision by reason."""
@@ -158,7 +160,7 @@ class SignatureIntake:
         self._guard.check_blocked(ip=request.client_ip)
         claims = await self._verify(request.credential)
         now = self._clock()
-        check_can_sign(await self._catalogue.get(request.petition_id), request.petition_id, claims, now)
+        petition = check_can_sign(await self._catalogue.get(request.petition_id), request.petition_id, claims, now)
 
         idempotency_hash = _short_hash(request.idempotency_key) if request.idempotency_key else ""
         claim = LedgerEntry(EntryState.PENDING, uuid.uuid4().hex, idempotency_hash, now)
@@ -195,10 +197,15 @@ class SignatureIntake:
         # failure to record the receipt only means a later duplicate is
         # published and then ignored by the tally.
         try:
-            await self._ledger.record(request.petition_id, claims.signer, signed)
+            await self._ledger.record(request.petition_id, claims.signer, signed, self._receipt_expiry(petition))
         except LedgerUnavailable as error:
             log.warning("receipt not recorded", petition_id=request.petition_id, error=repr(error))
         return Receipt(Outcome.ACCEPTED, signed.signature_id, now, position)
+
+    def _receipt_expiry(self, petition: Petition) -> float | None:
+        if petition.closes_at is None:
+            return None
+        return petition.closes_at + self._receipt_grace
 
     async def _claim_or_wait(
         self, petition_id: str, signer: str, claim: LedgerEntry, buckets: Sequence[Bucket]

@@ -7,6 +7,13 @@ the permanent receipt. If a process dies between the two, the claim expires
 and the person can sign again: the tally, not this ledger, is the authority
 that counts a person once, so a second publication is harmless.
 
+A receipt lasts until its petition closes plus the idempotency window (a
+retry just before the deadline still gets its first answer), so Redis
+holds the receipts of open petitions only. An open-ended petition keeps
+them for good. Were a receipt gone while its petition is open again, a
+repeat signature would be published and answered ACCEPTED, and the tally
+would still count it once.
+
 The claim and the request's rate-limit buckets are one script, so admitting
 a signature costs one Redis round trip, and every command goes through the
 implicit pipeline shared by concurrent requests. (The script touches several
@@ -16,6 +23,7 @@ keys: on a Redis Cluster they would need one hash tag.)
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -143,9 +151,12 @@ class SignerLedger:
             return LedgerEntry.decode(reply[1])
         return Refusal(buckets[int(reply[1]) - 1].scope, int(reply[2]) / 1000.0)
 
-    async def record(self, petition_id: str, signer: str, entry: LedgerEntry) -> None:
+    async def record(self, petition_id: str, signer: str, entry: LedgerEntry, expires_at: float | None) -> None:
+        """Makes the claim the permanent receipt, kept until expires_at (a
+        Unix time; None keeps it for good)."""
+        expiry: tuple[str, int] | tuple[()] = ("EXAT", math.ceil(expires_at)) if expires_at is not None else ()
         try:
-            await self._pipeline.execute("SET", self.key(petition_id, signer), entry.encode())
+            await self._pipeline.execute("SET", self.key(petition_id, signer), entry.encode(), *expiry)
         except RedisError as error:
             raise LedgerUnavailable(str(error)) from error
 

@@ -153,6 +153,7 @@ class SigningApp(GrpcApp):
             # A concurrent request of the same person waits at most as long
             # as Kafka may take to acknowledge the first one.
             pending_wait_seconds=settings.publish_timeout_seconds + 1,
+            receipt_grace_seconds=settings.idempotency_ttl_seconds,
             guard=RequestGuard(
                 FraudLimits(
                     self.redis,
