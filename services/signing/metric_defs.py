@@ -20,7 +20,6 @@ SIGN_REFUSAL_REASONS = frozenset(
         "INVALID_FIELD",
         "BLOCKED",
         "RATE_LIMITED",
-        "LIMITS_UNAVAILABLE",
         "CREDENTIAL_REJECTED",
         "IDENTITY_UNAVAILABLE",
         "PETITION_NOT_FOUND",
