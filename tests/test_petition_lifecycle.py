@@ -98,3 +98,52 @@ def test_receipts_are_kept_until_the_petition_closes_plus_the_idempotency_window
     assert (replay.outcome, replay.signature_id) == (signing_pb2.SignResponse.OUTCOME_ACCEPTED, first.signature_id)
     assert system.sign(person.token, with_deadline.id).outcome == signing_pb2.SignResponse.OUTCOME_ALREADY_SIGNED
     ledger.close()
+
+
+def list_page(system: SystemClient, page_size: int, page_token: str = "") -> signing_pb2.ListPetitionsResponse:
+    reply: signing_pb2.ListPetitionsResponse = system.signing.ListPetitions(
+        signing_pb2.ListPetitionsRequest(page_size=page_size, page_token=page_token), timeout=10
+    )
+    return reply
+
+
+def test_the_petition_list_pages_newest_first_without_repeats_or_gaps(system: SystemClient) -> None:
+    made = []
+    for i in range(5):
+        made.append(system.create_petition(f"Paged {i}").id)
+        time.sleep(0.005)  # distinct creation times (Cassandra keeps milliseconds)
+
+    listed: list[str] = []
+    first = list_page(system, 2)
+    listed += [p.id for p in first.petitions]
+    # Created during the walk: newest first, it lands before the first page.
+    late = system.create_petition("Created while the list is read").id
+    token = first.next_page_token
+    pages = 1
+    while token:
+        # Small pages first, then large ones: the token is a position, not an offset.
+        page = list_page(system, 2 if pages < 3 else 500, token)
+        assert len(page.petitions) <= (2 if pages < 3 else 500)
+        listed += [p.id for p in page.petitions]
+        token = page.next_page_token
+        pages += 1
+
+    assert listed[:5] == list(reversed(made))
+    assert len(listed) == len(set(listed)), "a petition was listed twice"
+    assert late not in listed
+    everything = [p.id for p in list_page(system, 500).petitions]
+    assert everything[0] == late
+    assert set(listed) | {late} >= set(everything)
+
+
+@pytest.mark.parametrize(
+    ("page_size", "page_token", "field"),
+    [(-1, "", "page_size"), (2, "not a token", "page_token"), (2, "WzEsMl0", "page_token")],
+)
+def test_a_bad_page_request_is_refused_with_its_field(
+    system: SystemClient, page_size: int, page_token: str, field: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        list_page(system, page_size, page_token)
+    found = rejection(raised.value)
+    assert (found.code, found.fields) == (grpc.StatusCode.INVALID_ARGUMENT, [field])

@@ -245,6 +245,8 @@ Global___GetPetitionRequest: _TypeAlias = GetPetitionRequest  # noqa: Y015
 
 @_typing.final
 class ListPetitionsRequest(_message.Message):
+    """Petitions newest first, a page at a time."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
@@ -253,7 +255,9 @@ class ListPetitionsRequest(_message.Message):
     state: _petition_pb2.PetitionState.ValueType
     """Only petitions in this state; unspecified = all."""
     page_size: _builtins.int
+    """0 = 50; at most 500 (a larger size is cut down); negative is invalid."""
     page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first."""
     def __init__(
         self,
         *,
@@ -276,6 +280,7 @@ class ListPetitionsResponse(_message.Message):
     PETITIONS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Empty after the last page."""
     @_builtins.property
     def petitions(self) -> _containers.RepeatedCompositeFieldContainer[_petition_pb2.Petition]: ...
     def __init__(

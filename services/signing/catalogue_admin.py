@@ -19,6 +19,7 @@ from services.catalogue.model import (
     PetitionState,
     Threshold,
 )
+from services.catalogue.paging import Page, page_of
 from services.catalogue.store import PetitionStore
 from services.signing.deadlines import PetitionEvents
 
@@ -129,6 +130,9 @@ class CatalogueAdmin:
             await self._events.closed(changed)
         return changed
 
-    async def list(self, state: PetitionState | None) -> list[Petition]:
+    async def list(self, state: PetitionState | None, page_size: int, page_token: str) -> Page:
+        """One page of the petitions (in state, when given), newest first.
+        Reads the whole catalogue for each page: a few thousand rows, since
+        a petition is one row."""
         petitions = await self._store.list_all()
-        return sorted((p for p in petitions if state is None or p.state is state), key=lambda p: p.created_at)
+        return page_of((p for p in petitions if state is None or p.state is state), page_size, page_token)

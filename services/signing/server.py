@@ -77,8 +77,10 @@ class SigningServicer(signing_pb2_grpc.SigningServicer):
         self, request: signing_pb2.ListPetitionsRequest, context: Context
     ) -> signing_pb2.ListPetitionsResponse:
         state = STATE_FROM_PROTO.get(request.state)
-        petitions = await self._admin.list(state)
-        return signing_pb2.ListPetitionsResponse(petitions=[petition_message(p) for p in petitions])
+        page = await self._admin.list(state, request.page_size, request.page_token)
+        return signing_pb2.ListPetitionsResponse(
+            petitions=[petition_message(p) for p in page.petitions], next_page_token=page.next_token
+        )
 
     async def InvalidateSignatures(
         self, request: signing_pb2.InvalidateSignaturesRequest, context: Context

@@ -1,0 +1,64 @@
+"""Pages of the petition list, newest first.
+
+The token names the last petition of the previous page (its creation time
+and id), not an offset: a petition created while a client walks the pages
+lands before the first page, so no later page repeats or skips one. A token is only a
+position, so a made-up one can do no more than start elsewhere; one that
+does not decode is an INVALID_ARGUMENT on page_token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from servicekit.errors import invalid
+from services.catalogue.model import Petition
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+_Position = tuple[float, str]
+
+
+@dataclass(frozen=True)
+class Page:
+    petitions: list[Petition]
+    # Empty after the last page.
+    next_token: str
+
+
+def page_of(petitions: Iterable[Petition], page_size: int, page_token: str) -> Page:
+    """The page of petitions after page_token; page_size 0 means the
+    default, and a larger one than MAX_PAGE_SIZE is cut down to it."""
+    if page_size < 0:
+        raise invalid("page_size", "must not be negative")
+    size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    ordered = sorted(petitions, key=_position)
+    if page_token:
+        after = _decode(page_token)
+        ordered = [petition for petition in ordered if _position(petition) > after]
+    page = ordered[:size]
+    return Page(page, _encode(_position(page[-1])) if len(ordered) > size else "")
+
+
+def _position(petition: Petition) -> _Position:
+    # Ascending positions give the newest first.
+    return (-petition.created_at, petition.id)
+
+
+def _encode(position: _Position) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(position)).encode()).decode().rstrip("=")
+
+
+def _decode(token: str) -> _Position:
+    try:
+        created_at, petition_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if isinstance(created_at, int | float) and not isinstance(created_at, bool) and isinstance(petition_id, str):
+            return (float(created_at), petition_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        pass
+    raise invalid("page_token", "is not a token from an earlier page of this list")
