@@ -110,6 +110,12 @@ def _drop_namespace(stack: CommonSettings, namespace: Namespace) -> None:
 
 
 @pytest.fixture(scope="session")
+def redis_url(stack: CommonSettings, namespace: Namespace) -> str:
+    """The test session's Redis database, for tests of Redis-backed pieces."""
+    return namespace.env(stack)["PETITIONS_REDIS_URL"]
+
+
+@pytest.fixture(scope="session")
 def system(stack: CommonSettings, namespace: Namespace) -> Iterator[SystemClient]:
     env = namespace.env(stack)
     logs = namespace.work_dir / "logs"

@@ -7,14 +7,12 @@ import asyncio
 import uuid
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from servicekit.redis_pipelining import MAX_COMMANDS_PER_PIPELINE, AutoPipeline
-from servicekit.settings import CommonSettings
-from tests.harness import Namespace, free_port
+from tests.harness import free_port
 
 
 class CountingPool(aioredis.ConnectionPool):
@@ -25,11 +23,6 @@ class CountingPool(aioredis.ConnectionPool):
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         CountingPool.checkouts += 1
         return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
-
-
-@pytest.fixture
-def redis_url(stack: CommonSettings, namespace: Namespace) -> str:
-    return namespace.env(stack)["PETITIONS_REDIS_URL"]
 
 
 async def test_concurrent_commands_share_round_trips_and_keep_their_replies(redis_url: str) -> None:

@@ -30,8 +30,11 @@ class GatewaySettings(CommonSettings):
     identity_address: str = "127.0.0.1:50061"
     signing_address: str = "127.0.0.1:50062"
     tally_address: str = "127.0.0.1:50063"
-    # gRPC connections per backend; calls go round robin over the healthy ones.
-    backend_channels: int = 2
+    # gRPC connections per backend; calls go round robin over the healthy
+    # ones. Several processes sharing a backend's address each get whole
+    # connections (SO_REUSEPORT hashes connections, not calls): with 8, all
+    # of them land on one of two processes once in 128 starts.
+    backend_channels: int = 8
     # How long start() waits for each backend's first health answer; a
     # backend that is down does not stop the gateway from starting.
     backend_start_wait_seconds: float = 3.0

@@ -57,7 +57,13 @@ end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   return {'claimed'}
 end
-return {'existing', redis.call('GET', KEYS[1])}
+local current = redis.call('GET', KEYS[1])
+-- Our own claim (it carries this request's fresh signature id): the client
+-- resent the script after losing the first reply.
+if current == ARGV[1] then
+  return {'claimed'}
+end
+return {'existing', current}
 """
 )
 
