@@ -19,13 +19,14 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
 
 from petitions.v1 import tally_pb2
+from servicekit.feeds import Feed, Feeds
 from servicekit.mailbox import LatestOnly
 from services.gateway.backends import Backend
 from services.gateway.http_errors import ApiError, error_body, from_rpc_error, internal_error
@@ -113,17 +114,10 @@ def watch_with(backend: Backend[TallyAsyncStub]) -> WatchTally:
     return watch
 
 
-@dataclass(eq=False)
-class _Feed:
-    petition_id: str
+@dataclass(eq=False, kw_only=True)
+class _Feed(Feed[LiveEvent]):
     started: asyncio.Future[None]
     latest: LiveEvent | None = None
-    mailboxes: set[LatestOnly[LiveEvent]] = field(default_factory=set)
-    task: asyncio.Task[None] | None = None
-
-    def publish(self, event: LiveEvent) -> None:
-        for mailbox in self.mailboxes:
-            mailbox.put(event)
 
 
 class Subscription:
@@ -150,7 +144,7 @@ class LiveTallies:
     def __init__(self, watch: WatchTally, max_clients: int):
         self._watch = watch
         self._max_clients = max_clients
-        self._feeds: dict[str, _Feed] = {}
+        self._feeds: Feeds[_Feed] = Feeds(LIVE_FEEDS)
         self._clients = 0
         self._closed = False
 
@@ -167,8 +161,7 @@ class LiveTallies:
         if self._clients >= self._max_clients:
             raise too_many_clients(self._max_clients)
         feed = self._feeds.get(petition_id) or self._open(petition_id)
-        mailbox: LatestOnly[LiveEvent] = LatestOnly()
-        feed.mailboxes.add(mailbox)
+        mailbox = feed.join()
         self._clients += 1
         LIVE_CLIENTS.inc()
         try:
@@ -184,32 +177,19 @@ class LiveTallies:
         finally:
             self._clients -= 1
             LIVE_CLIENTS.dec()
-            feed.mailboxes.discard(mailbox)
-            if not feed.mailboxes:
-                self._retire(feed)
+            self._feeds.leave(feed, mailbox)
 
     def _open(self, petition_id: str) -> _Feed:
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Marks a failure retrieved even if every browser left before it.
         started.add_done_callback(lambda done: done.cancelled() or done.exception())
-        feed = _Feed(petition_id, started)
-        feed.task = asyncio.create_task(self._follow(feed), name=f"live-{petition_id}")
-        self._feeds[petition_id] = feed
-        LIVE_FEEDS.set(len(self._feeds))
-        return feed
-
-    def _retire(self, feed: _Feed) -> None:
-        if feed.task is not None and feed.task is not asyncio.current_task():
-            feed.task.cancel()
-        if self._feeds.get(feed.petition_id) is feed:
-            del self._feeds[feed.petition_id]
-        LIVE_FEEDS.set(len(self._feeds))
+        return self._feeds.open(_Feed(key=petition_id, started=started), self._follow, f"live-{petition_id}")
 
     async def _follow(self, feed: _Feed) -> None:
         pause = 0.5
         while True:
             try:
-                async for tally in self._watch(feed.petition_id):
+                async for tally in self._watch(feed.key):
                     feed.latest = tally_event(tally)
                     if not feed.started.done():
                         feed.started.set_result(None)
@@ -219,7 +199,7 @@ class LiveTallies:
                 if self._ended(feed, error):
                     return
             except Exception:
-                log.exception("live tally feed failed", petition_id=feed.petition_id)
+                log.exception("live tally feed failed", petition_id=feed.key)
                 if self._ended(feed, internal_error()):
                     return
             await asyncio.sleep(pause)
@@ -230,13 +210,13 @@ class LiveTallies:
         if not feed.started.done():
             # Nothing was streamed yet: each browser gets the error as its answer.
             feed.started.set_exception(error)
-            self._retire(feed)
+            self._feeds.retire(feed)
             return True
         if error.code in DEFINITIVE:
             feed.publish(ended_event(error))
-            self._retire(feed)
+            self._feeds.retire(feed)
             return True
-        log.info("live tally paused", petition_id=feed.petition_id, reason=error.reason)
+        log.info("live tally paused", petition_id=feed.key, reason=error.reason)
         feed.publish(paused_event(error))
         return False
 
@@ -244,6 +224,6 @@ class LiveTallies:
         """Ends every stream (browsers reconnect, to another gateway) and
         refuses new ones; called before the server drains."""
         self._closed = True
-        for feed in list(self._feeds.values()):
+        for feed in self._feeds.all():
             feed.publish(closing_event(stopping()))
-            self._retire(feed)
+            self._feeds.retire(feed)

@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
 from servicekit.errors import DomainError, ErrorKind
-from servicekit.mailbox import LatestOnly
+from servicekit.feeds import Feed, Feeds
 from services.tally.metric_defs import WATCHED_PETITIONS, WATCHERS
 from services.tally.reader import TallySnapshot
 
 log = structlog.get_logger()
 
 ReadTally = Callable[[str], Awaitable[TallySnapshot]]
-Mailbox = LatestOnly[TallySnapshot | DomainError]
 
 RETRY_AFTER_SECONDS = 1.0
 
@@ -46,16 +45,9 @@ def too_many_watchers(limit: int) -> DomainError:
     )
 
 
-@dataclass(eq=False)
-class _Feed:
-    petition_id: str
+@dataclass(eq=False, kw_only=True)
+class _Feed(Feed[TallySnapshot | DomainError]):
     latest: TallySnapshot
-    mailboxes: set[Mailbox] = field(default_factory=set)
-    task: asyncio.Task[None] | None = None
-
-    def publish(self, item: TallySnapshot | DomainError) -> None:
-        for mailbox in self.mailboxes:
-            mailbox.put(item)
 
 
 class TallyFeeds:
@@ -65,7 +57,7 @@ class TallyFeeds:
         self._read = read
         self._interval = interval_seconds
         self._max_watchers = max_watchers
-        self._feeds: dict[str, _Feed] = {}
+        self._feeds: Feeds[_Feed] = Feeds(WATCHED_PETITIONS)
         self._watchers = 0
         self._closed = False
 
@@ -79,9 +71,10 @@ class TallyFeeds:
         if self._watchers >= self._max_watchers:
             raise too_many_watchers(self._max_watchers)
         first = await self._read(petition_id)
-        feed = self._feeds.get(petition_id) or self._open(first)
-        mailbox: Mailbox = LatestOnly()
-        feed.mailboxes.add(mailbox)
+        feed = self._feeds.get(petition_id) or self._feeds.open(
+            _Feed(key=petition_id, latest=first), self._follow, f"watch-{petition_id}"
+        )
+        mailbox = feed.join()
         self._watchers += 1
         WATCHERS.inc()
         try:
@@ -94,39 +87,23 @@ class TallyFeeds:
         finally:
             self._watchers -= 1
             WATCHERS.dec()
-            feed.mailboxes.discard(mailbox)
-            if not feed.mailboxes:
-                self._retire(feed)
-
-    def _open(self, first: TallySnapshot) -> _Feed:
-        feed = _Feed(first.petition_id, first)
-        feed.task = asyncio.create_task(self._follow(feed), name=f"watch-{first.petition_id}")
-        self._feeds[feed.petition_id] = feed
-        WATCHED_PETITIONS.set(len(self._feeds))
-        return feed
-
-    def _retire(self, feed: _Feed) -> None:
-        if feed.task is not None and feed.task is not asyncio.current_task():
-            feed.task.cancel()
-        if self._feeds.get(feed.petition_id) is feed:
-            del self._feeds[feed.petition_id]
-        WATCHED_PETITIONS.set(len(self._feeds))
+            self._feeds.leave(feed, mailbox)
 
     async def _follow(self, feed: _Feed) -> None:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                snapshot = await self._read(feed.petition_id)
+                snapshot = await self._read(feed.key)
             except DomainError as error:
                 feed.publish(error)
-                self._retire(feed)
+                self._feeds.retire(feed)
                 return
             except Exception as error:
                 # A store is down: tell the watchers now, rather than leave
                 # them looking at a counter that silently stopped moving.
-                log.warning("watch feed cannot read the tally", petition_id=feed.petition_id, error=repr(error))
+                log.warning("watch feed cannot read the tally", petition_id=feed.key, error=repr(error))
                 feed.publish(tally_unavailable("the tally cannot be read right now"))
-                self._retire(feed)
+                self._feeds.retire(feed)
                 return
             if not snapshot.same_counts(feed.latest):
                 feed.latest = snapshot
@@ -136,6 +113,6 @@ class TallyFeeds:
         """Ends every watch with UNAVAILABLE (clients reconnect to another
         process) and refuses new ones; called before the server drains."""
         self._closed = True
-        for feed in list(self._feeds.values()):
+        for feed in self._feeds.all():
             feed.publish(tally_unavailable("the tally process is stopping"))
-            self._retire(feed)
+            self._feeds.retire(feed)
