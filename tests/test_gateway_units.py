@@ -41,7 +41,7 @@ from services.gateway.http_errors import (
     from_rpc_error,
 )
 from services.gateway.inputs import Deadline
-from services.gateway.live import LiveTallies
+from services.gateway.live import LiveTallies, Subscription
 from services.gateway.oidc_flow import SealedCookie, safe_return_path
 from services.gateway.pages import OPENAPI_FILE, STATIC_DIR
 from services.gateway.settings import GatewaySettings
@@ -338,14 +338,19 @@ async def _until(condition: Callable[[], bool]) -> None:
     raise AssertionError("not within 2 s")
 
 
+async def _first_browser(stack: contextlib.AsyncExitStack, live: LiveTallies, watch: ScriptedWatch) -> Subscription:
+    """The first browser on p-1, once the watch it opened sent a tally."""
+    joining = asyncio.ensure_future(stack.enter_async_context(live.subscribe("p-1", 2)))
+    await _until(lambda: len(watch.streams) == 1)
+    watch.streams[0].put_nowait(_tally(0))
+    return await joining
+
+
 async def test_live_browsers_share_one_watch_that_pauses_and_resumes() -> None:
     watch = ScriptedWatch()
     live = LiveTallies(watch, max_clients=10)
     async with contextlib.AsyncExitStack() as stack:
-        joining = asyncio.ensure_future(stack.enter_async_context(live.subscribe("p-1", 2)))
-        await _until(lambda: len(watch.streams) == 1)
-        watch.streams[0].put_nowait(_tally(0))
-        first = await joining
+        first = await _first_browser(stack, live, watch)
         second = await stack.enter_async_context(live.subscribe("p-1", 2))
         assert (len(watch.streams), live.feeds) == (1, 1)
         assert b'"total":"0"' in first.first.frame
@@ -383,10 +388,7 @@ async def test_a_closing_gateway_ends_every_live_stream_and_refuses_new_ones() -
     watch = ScriptedWatch()
     live = LiveTallies(watch, max_clients=1)
     async with contextlib.AsyncExitStack() as stack:
-        joining = asyncio.ensure_future(stack.enter_async_context(live.subscribe("p-1", 2)))
-        await _until(lambda: len(watch.streams) == 1)
-        watch.streams[0].put_nowait(_tally(0))
-        subscription = await joining
+        subscription = await _first_browser(stack, live, watch)
         with pytest.raises(ApiError, match="TOO_MANY_LIVE_CLIENTS"):
             await stack.enter_async_context(live.subscribe("p-1", 2))
         live.close()
