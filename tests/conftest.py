@@ -4,6 +4,7 @@ started as processes in a namespace of their own."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import uuid
@@ -41,10 +42,47 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 1 if item.get_closest_marker("audit") is not None else 0
 
     items.sort(key=phase)
+    _timeouts.update({item.nodeid: _timeout_of(item) for item in items})
+
+
+# A test that takes more than this share of its timeout on this machine is
+# one busy CI host away from failing: the run ends with a list of them.
+TIMEOUT_SHARE_WARNED = 0.5
+_timeouts: dict[str, float] = {}
+_durations: dict[str, float] = {}
+
+
+def _timeout_of(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    return float(item.config.getini("timeout") or 0)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # pytest-timeout counts setup, call and teardown together.
+    _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    close = sorted(
+        (
+            (seconds / _timeouts[nodeid], seconds, nodeid)
+            for nodeid, seconds in _durations.items()
+            if _timeouts.get(nodeid) and seconds > TIMEOUT_SHARE_WARNED * _timeouts[nodeid]
+        ),
+        reverse=True,
+    )
+    if close:
+        terminalreporter.section(f"tests past {TIMEOUT_SHARE_WARNED:.0%} of their timeout")
+        for share, seconds, nodeid in close:
+            terminalreporter.write_line(f"{seconds:7.1f} s  {share:4.0%} of {_timeouts[nodeid]:g} s  {nodeid}")
 
 
 # Redis database for test sessions; the developer's system uses database 0.
-TEST_REDIS_DB = 1
+# Two sessions run side by side only with different databases (each flushes
+# its own at start and end).
+TEST_REDIS_DB = int(os.environ.get("PETITIONS_TEST_REDIS_DB", "1"))
 
 SERVICES = {
     "identity": "services.identity",
