@@ -100,7 +100,7 @@ def locust_phase(seconds: float, users: int) -> LocustResult:
         raise RuntimeError("locust failed")
     cores = (children_cpu_seconds() - cpu_before) / (time.perf_counter() - began)
     signers = users * scenario.signer_weight / (scenario.signer_weight + scenario.reader_weight)
-    return LocustResult(read_stats(run.csv_prefix), signers * scenario.sign_rate, cores, check_tally(run, 120))
+    return LocustResult(read_stats(run.csv_prefix), signers * scenario.sign_rate, cores, check_tally(run.record, 120))
 
 
 def signing_phase(seconds: float, concurrency: int) -> tuple[Outcome, Outcome]:

@@ -9,9 +9,18 @@
    directory under loadtests/results/.
 3. SLO check from the stats CSV: Sign p99 and the error ratio (failed RPCs /
    all RPCs) within --max-sign-p99-ms and --max-error-ratio.
-4. Tally check: waits until the tally has applied the whole log (lag_messages
-   0 and the totals unchanged over consecutive reads), then each petition's
-   tally total must equal the ACCEPTED answers the users recorded.
+4. Tally check: every Locust process that ran users must have written its
+   ledger (what its users saw); once the tally has applied the whole log
+   (lag_messages 0 and the totals unchanged over consecutive reads), each
+   petition's total must lie between the ACCEPTED answers and those plus the
+   Signs whose answer nobody saw (in flight when the run stopped, or failed
+   with an open outcome after every retry). The users are given time to
+   finish every call (--stop-timeout, by default the longest a Sign task can
+   take), so normally nothing is in flight and the bounds are equal.
+
+    .venv/bin/python -m loadtests.run_locust --check loadtests/results/<run>
+
+checks a finished run again from its directory (run.json and the ledgers).
 
 Exit 0 when both checks pass, 1 otherwise. The addresses and the secrets
 directory come from PETITIONS_SIGNING_ADDRESS, PETITIONS_TALLY_ADDRESS and
@@ -35,20 +44,36 @@ from pathlib import Path
 import grpc
 
 from loadtests.bench_signing import create_petition
-from loadtests.scenarios import RESULTS_DIR, SCENARIOS, LoadTestSettings, Scenario
+from loadtests.scenarios import LEDGER_GLOB, RESULTS_DIR, SCENARIOS, LoadTestSettings, Scenario, sign_task_bound
 from petitions.v1 import tally_pb2, tally_pb2_grpc
 from servicekit.settings import REPO_ROOT
 from tests.harness import free_port
 
 LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
-# Users finish the call they are in when the run ends, rather than being
-# killed mid-call: a Sign the service accepted but the user never saw
-# answered would make the tally check disagree.
-STOP_TIMEOUT_SECONDS = 15
+RUN_RECORD = "run.json"
 # Three reads in a row with no lag and the same totals, this far apart (the
 # tally caches a snapshot and its lag for about a second).
 SETTLED_READS = 3
 SETTLE_INTERVAL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the checks need to know of a run, kept in its directory."""
+
+    directory: Path
+    petitions: list[str]
+    processes: int  # the Locust processes that run users: the workers, or 1
+    tally_address: str
+
+    def save(self) -> None:
+        record = {"petitions": self.petitions, "processes": self.processes, "tally_address": self.tally_address}
+        (self.directory / RUN_RECORD).write_text(json.dumps(record, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> RunRecord:
+        record = json.loads((directory / RUN_RECORD).read_text())
+        return cls(directory, list(record["petitions"]), int(record["processes"]), str(record["tally_address"]))
 
 
 @dataclass(frozen=True)
@@ -57,6 +82,14 @@ class Run:
     settings: LoadTestSettings
     workers: int
     directory: Path
+    # How long users may take to finish the call they are in when the run
+    # ends, before Locust kills them (their calls then count as in flight).
+    stop_timeout: float
+
+    @property
+    def record(self) -> RunRecord:
+        petitions = list(self.settings.loadtest_petitions)
+        return RunRecord(self.directory, petitions, max(self.workers, 1), self.settings.tally_address)
 
     @property
     def csv_prefix(self) -> Path:
@@ -94,9 +127,9 @@ def run_locust(run: Run) -> int:
     # below decides.
     reporting = ["--headless", "--only-summary", "--exit-code-on-error", "0"]
     outputs = ["--csv", str(run.csv_prefix), "--html", str(run.html_report)]
-    stopping = ["--stop-timeout", str(STOP_TIMEOUT_SECONDS)]
+    stopping = ["--stop-timeout", f"{run.stop_timeout:g}"]
     env = locust_environment(run)
-    timeout = run.settings.loadtest_seconds + STOP_TIMEOUT_SECONDS + 120
+    timeout = run.settings.loadtest_seconds + run.stop_timeout + 120
     if run.workers <= 0:
         command = [*base, *reporting, *outputs, *stopping, *run.scenario.user_classes]
         return subprocess.run(command, env=env, cwd=REPO_ROOT, timeout=timeout, check=False).returncode
@@ -121,9 +154,12 @@ def run_locust(run: Run) -> int:
     try:
         return master.wait(timeout)
     finally:
+        # The master quits half a second after telling its workers to; each
+        # worker then stops its users (within the stop timeout) and writes
+        # its ledger as it exits.
         for worker in workers:
             try:
-                worker.wait(30)
+                worker.wait(run.stop_timeout + 30)
             except subprocess.TimeoutExpired:
                 worker.terminate()
                 worker.wait(10)
@@ -182,26 +218,44 @@ def check_slo(stats: dict[str, RpcStats], max_p99_ms: float, max_error_ratio: fl
 
 # --- the tally check ------------------------------------------------------------
 
+OUTCOMES = ("begun", "accepted", "already_signed", "refused", "unknown", "in_flight")
+
 
 @dataclass(frozen=True)
 class Recorded:
     """What the users saw, per petition, summed over the Locust processes'
-    ledger files: ACCEPTED, ALREADY_SIGNED, and Signs whose outcome stayed
-    unknown after every retry."""
+    ledgers: Signs begun, and how each ended (see the locustfile's Ledger)."""
 
-    accepted: Counter[str]
-    already_signed: Counter[str]
-    unresolved: Counter[str]
+    ledgers: list[Path]
+    counts: dict[str, Counter[str]]
+
+    def __getitem__(self, outcome: str) -> Counter[str]:
+        return self.counts[outcome]
 
 
-def recorded_outcomes(directory: Path) -> Recorded:
-    recorded = Recorded(Counter(), Counter(), Counter())
-    for path in sorted(directory.glob("accepted-*.json")):
+class LedgersIncomplete(Exception):
+    """A Locust process that ran users left no ledger, or a ledger does not
+    add up: the tally cannot be checked against what the users saw."""
+
+
+def recorded_outcomes(directory: Path, processes: int) -> Recorded:
+    """The ledgers of a run that had `processes` Locust processes running
+    users (its workers, or the single local process)."""
+    ledgers = sorted(directory.glob(LEDGER_GLOB))
+    if len(ledgers) != processes:
+        found = ", ".join(path.name for path in ledgers) or "none"
+        raise LedgersIncomplete(
+            f"{processes} Locust process(es) ran users but {len(ledgers)} ledger(s) were written ({found})"
+        )
+    counts: dict[str, Counter[str]] = {outcome: Counter() for outcome in OUTCOMES}
+    for path in ledgers:
         ledger = json.loads(path.read_text())
-        recorded.accepted.update(ledger["accepted"])
-        recorded.already_signed.update(ledger["already_signed"])
-        recorded.unresolved.update(ledger["unresolved"])
-    return recorded
+        for outcome in OUTCOMES:
+            counts[outcome].update(ledger[outcome])
+        ended = sum((Counter(ledger[o]) for o in OUTCOMES[1:]), Counter())
+        if ended != Counter(ledger["begun"]):
+            raise LedgersIncomplete(f"{path.name} does not add up: begun {ledger['begun']}, ended {dict(ended)}")
+    return Recorded(ledgers, counts)
 
 
 def settled_totals(address: str, petitions: list[str], timeout: float) -> dict[str, int] | None:
@@ -224,26 +278,47 @@ def settled_totals(address: str, petitions: list[str], timeout: float) -> dict[s
     return None
 
 
-def check_tally(run: Run, timeout: float) -> bool:
-    recorded = recorded_outcomes(run.directory)
-    petitions = list(run.settings.loadtest_petitions)
-    totals = settled_totals(run.settings.tally_address, petitions, timeout)
+def check_tally(run: RunRecord, timeout: float) -> bool:
+    """Every Sign answered ACCEPTED is counted, and nothing else is counted
+    but Signs whose answer the users never saw (in flight when their process
+    stopped, or failed with an open outcome after every retry):
+
+        accepted <= tally <= accepted + in flight + unknown
+
+    With the default stop timeout every call finishes, so in flight is 0."""
+    try:
+        recorded = recorded_outcomes(run.directory, run.processes)
+    except LedgersIncomplete as error:
+        print(f"tally check: FAILED, {error}")
+        return False
+    totals = settled_totals(run.tally_address, run.petitions, timeout)
     if totals is None:
         print(f"tally check: FAILED, the tally did not settle within {timeout:g} s")
         return False
+    print(f"  ledgers: {', '.join(path.name for path in recorded.ledgers)}")
     matched = True
-    for petition in petitions:
-        accepted = recorded.accepted[petition]
-        same = totals[petition] == accepted
-        matched &= same
-        unknown = recorded.unresolved[petition]
+    for petition in run.petitions:
+        accepted = recorded["accepted"][petition]
+        open_ = recorded["in_flight"][petition] + recorded["unknown"][petition]
+        total = totals[petition]
+        within = accepted <= total <= accepted + open_
+        matched &= within
+        verdict = ""
+        if total < accepted:
+            verdict = f"  <-- FAILED: {accepted - total:,} ACCEPTED signature(s) not counted"
+        elif not within:
+            verdict = f"  <-- FAILED: {total - accepted - open_:,} more counted than the load test can account for"
         print(
-            f"  {petition}: tally {totals[petition]:,}, accepted by the load test {accepted:,}"
-            f" ({recorded.already_signed[petition]:,} ALREADY_SIGNED"
-            + (f", {unknown:,} unresolved after retries" if unknown else "")
-            + f"){'' if same else '  <-- MISMATCH'}"
+            f"  {petition}: tally {total:,}; load test: {recorded['begun'][petition]:,} begun,"
+            f" {accepted:,} accepted, {recorded['already_signed'][petition]:,} ALREADY_SIGNED,"
+            f" {recorded['refused'][petition]:,} refused, {recorded['unknown'][petition]:,} unknown after retries,"
+            f" {recorded['in_flight'][petition]:,} in flight at stop{verdict}"
         )
-    print(f"tally check: {'MATCHED' if matched else 'FAILED'}")
+    in_flight = sum(recorded["in_flight"].values())
+    print(
+        f"tally check: {'PASSED' if matched else 'FAILED'}"
+        f" (accepted <= tally <= accepted + in flight + unknown; {in_flight:,} in flight at stop)"
+    )
     return matched
 
 
@@ -263,11 +338,25 @@ def parse_arguments(defaults: LoadTestSettings) -> argparse.Namespace:
     parser.add_argument("--max-sign-p99-ms", type=float, default=200.0, help="SLO (default 200)")
     parser.add_argument("--max-error-ratio", type=float, default=0.01, help="SLO (default 0.01)")
     parser.add_argument("--settle-timeout", type=float, default=120.0, help="wait for the tally (default 120 s)")
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=None,
+        help="seconds users may take to finish their call at the end (default: the longest a Sign can take, so no"
+        " call is left in flight; 0 kills them at once)",
+    )
+    parser.add_argument("--check", type=Path, metavar="RUN_DIR", help="only check a finished run's tally again")
     return parser.parse_args()
 
 
 def prepare(
-    scenario: Scenario, seconds: float, users: int, workers: int, target: LoadTestSettings, results_dir: Path
+    scenario: Scenario,
+    seconds: float,
+    users: int,
+    workers: int,
+    target: LoadTestSettings,
+    results_dir: Path,
+    stop_timeout: float | None = None,
 ) -> Run:
     """Creates the scenario's petitions on `target`'s signing service and
     resolves the run's settings."""
@@ -287,22 +376,35 @@ def prepare(
     )
     directory = results_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{scenario.name}-{run_id}"
     directory.mkdir(parents=True, exist_ok=True)
-    return Run(scenario, settings, workers, directory)
+    run = Run(
+        scenario, settings, workers, directory, sign_task_bound(settings) if stop_timeout is None else stop_timeout
+    )
+    run.record.save()
+    return run
 
 
 def main() -> int:
     options = parse_arguments(LoadTestSettings())
+    if options.check is not None:
+        return 0 if check_tally(RunRecord.load(options.check), options.settle_timeout) else 1
     target = LoadTestSettings(
         signing_address=options.signing, tally_address=options.tally, secrets_dir=options.secrets_dir
     )
     run = prepare(
-        SCENARIOS[options.scenario], options.seconds, options.users, options.workers, target, options.results_dir
+        SCENARIOS[options.scenario],
+        options.seconds,
+        options.users,
+        options.workers,
+        target,
+        options.results_dir,
+        options.stop_timeout,
     )
     mode = f"{run.workers} workers" if run.workers else "one process"
     print(f"scenario {run.scenario.name}: {run.scenario.description}", flush=True)
     print(
         f"{options.seconds:g} s, {options.users or run.scenario.users} users, {mode};"
-        f" petitions {', '.join(run.settings.loadtest_petitions)}; results in {run.directory}",
+        f" petitions {', '.join(run.settings.loadtest_petitions)}; users get {run.stop_timeout:g} s to finish"
+        f" their call at the end; results in {run.directory}",
         flush=True,
     )
     code = run_locust(run)
@@ -316,7 +418,7 @@ def main() -> int:
             f"  p99 {row.p99_ms:5.0f} ms  failures {row.failures:,}"
         )
     slo_ok = check_slo(stats, options.max_sign_p99_ms, options.max_error_ratio)
-    tally_ok = check_tally(run, options.settle_timeout)
+    tally_ok = check_tally(run.record, options.settle_timeout)
     print(f"CSV {run.csv_prefix}_stats.csv, report {run.html_report}")
     return 0 if slo_ok and tally_ok else 1
 

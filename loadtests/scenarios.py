@@ -45,6 +45,25 @@ class LoadTestSettings(BaseSettings):
     loadtest_rpc_timeout: float = 10.0
 
 
+# How a virtual user retries a Sign whose outcome it does not know yet
+# (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED), with the same
+# idempotency key; the services' retry_after is 1 to 2 s.
+SIGN_ATTEMPTS = 5
+RETRY_AFTER_SECONDS = 1.0
+
+
+def sign_task_bound(settings: LoadTestSettings) -> float:
+    """The longest one Sign task can take, every attempt timing out: a run
+    that gives its users this long to finish at the end leaves no call in
+    flight."""
+    return SIGN_ATTEMPTS * (settings.loadtest_rpc_timeout + RETRY_AFTER_SECONDS)
+
+
+# Each Locust process that runs users writes one ledger file of what its
+# users saw (LEDGER_GLOB in the run directory); the master runs none.
+LEDGER_GLOB = "ledger-*.json"
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One shape of load.

@@ -56,7 +56,8 @@ def test_a_short_steady_run_passes_its_checks(system: SystemClient) -> None:
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "tally check: MATCHED" in output
+    assert "tally check: PASSED" in output
+    assert "0 in flight at stop)" in output, output
     csv_line = next(line for line in result.stdout.splitlines() if line.startswith("CSV "))
     stats_csv = csv_line.split()[1].rstrip(",")
     with open(stats_csv, newline="") as file:
