@@ -145,7 +145,7 @@ def table(
             ("Locust Sign offered by its users", per_second(locust.offered), "", ""),
             ("Locust Sign p50 / p99", f"{locust_sign.p50_ms:.0f} ms / {locust_sign.p99_ms:.0f} ms", "", ""),
             ("Locust Sign / asyncio Sign", f"{locust_sign.requests_per_second / sign_rate:.2f}", "", ""),
-            ("Locust tally check", "matched" if locust.matched else "MISMATCH", "matched", ""),
+            ("Locust tally check", "passed" if locust.matched else "FAILED", "passed", ""),
         ]
     if locust_reads:
         rows.append((f"Locust {LOCUST_SCENARIO}: GetTally", per_second(locust_reads.requests_per_second), "", ""))
