@@ -15,7 +15,9 @@ import argparse
 import asyncio
 import email
 import json
+import os
 import re
+import signal
 import sys
 import uuid
 from collections.abc import Sequence
@@ -126,7 +128,7 @@ async def _email_credential(
     for _ in range(100):
         for path in sorted(set(settings.dev_mail_dir.glob("*.eml")) - already):
             message = email.message_from_bytes(path.read_bytes())
-            code = re.search(r"\b(\d{6})\b", str(message.get("Subject", "")))
+            code = re.search(r"\b([0-9]{6})\b", str(message.get("Subject", "")))
             if code and options.email.strip() in message.get_all("X-Delivered-To", []):
                 reply: identity_pb2.SignerCredential = await identity.CompleteEmailVerification(
                     identity_pb2.CompleteEmailVerificationRequest(
@@ -282,7 +284,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The exit status when standard output's reader has gone (`petitions ... |
+# head`): 128 + SIGPIPE, what a shell reports for any Unix tool that SIGPIPE
+# ended, so `set -o pipefail` scripts see the same status as for `yes | head`.
+# Not 1: that already means "failed" (an RPC error) or, for recount, "the counts
+# differ", and a reader leaving early is neither.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command's exit status. Python ignores SIGPIPE, so a reader that
+    leaves early shows up as BrokenPipeError at the next write; restoring
+    SIGPIPE's default instead would also kill the process on a write to a
+    closed gRPC or Redis socket, so the error is caught here."""
+    try:
+        status = _run(argv)
+        # Written out here, inside the handler, rather than at interpreter
+        # exit, where a broken pipe prints "Exception ignored".
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Nothing more can reach the reader: standard output goes to
+        # /dev/null so that the interpreter's own flush at exit is silent.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return status
+
+
+def _run(argv: Sequence[str] | None) -> int:
     options = _parser().parse_args(argv)
     settings = CliSettings()
     if options.command == "dev-secrets":

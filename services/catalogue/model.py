@@ -7,7 +7,10 @@ import re
 from dataclasses import dataclass, field
 
 # Petition ids appear in URLs, Redis keys and Cassandra partition keys.
-PETITION_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,63}$")
+# Use PETITION_ID.fullmatch: with `^...$` and .match, "name\n" passed, as `$`
+# also matches before a final newline. \A and \Z keep the pattern exact even
+# where someone calls .match.
+PETITION_ID = re.compile(r"\A[a-z0-9][a-z0-9-]{2,63}\Z")
 PETITION_ID_RULE = "must be 3 to 64 characters of a-z, 0-9 and '-'"
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -22,6 +24,8 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
 _Position = tuple[float, str]
+# What _encode writes: unpadded URL-safe base64.
+TOKEN = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 
 
 @dataclass(frozen=True)
@@ -55,10 +59,21 @@ def _encode(position: _Position) -> str:
 
 
 def _decode(token: str) -> _Position:
+    """The position a token names. Only a token _encode could have written
+    is one: base64's decoder skips characters outside its alphabet (so
+    "token\n" and "tok\x00en" decoded like "token"), and JSON allows other
+    spellings of the same position."""
     try:
-        created_at, petition_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if isinstance(created_at, int | float) and not isinstance(created_at, bool) and isinstance(petition_id, str):
-            return (float(created_at), petition_id)
+        if TOKEN.fullmatch(token):
+            created_at, petition_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            if (
+                isinstance(created_at, int | float)
+                and not isinstance(created_at, bool)
+                and math.isfinite(created_at)
+                and isinstance(petition_id, str)
+                and _encode((created_at, petition_id)) == token
+            ):
+                return (float(created_at), petition_id)
     except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
         pass
     raise invalid("page_token", "is not a token from an earlier page of this list")

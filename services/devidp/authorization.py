@@ -23,9 +23,10 @@ from urllib.parse import urlencode, urlsplit
 CODE_TTL_SECONDS = 60
 MAX_PENDING_CODES = 10_000
 MAX_PARAMETER_LENGTH = 2048
-PERSONA = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-COUNTRY = re.compile(r"^[A-Z]{2}$")
-TERRITORY = re.compile(r"^[A-Za-z0-9-]{1,16}$")
+# Used with fullmatch (whole strings only; `$` would let "alice\n" through).
+PERSONA = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
+COUNTRY = re.compile(r"\A[A-Z]{2}\Z")
+TERRITORY = re.compile(r"\A[A-Za-z0-9-]{1,16}\Z")
 
 
 class AuthorizationRefused(Exception):
@@ -92,11 +93,11 @@ class CodeStore:
         self._codes: dict[str, PendingCode] = {}
 
     def issue(self, request: AuthorizationRequest, persona: str, country: str, territory: str) -> str:
-        if not PERSONA.match(persona):
+        if not PERSONA.fullmatch(persona):
             raise AuthorizationRefused("the persona name must be 1 to 64 letters, digits, '.', '_' or '-'")
-        if not COUNTRY.match(country):
+        if not COUNTRY.fullmatch(country):
             raise AuthorizationRefused("the country must be two capital letters, e.g. FR")
-        if not TERRITORY.match(territory):
+        if not TERRITORY.fullmatch(territory):
             raise AuthorizationRefused("the territory must be 1 to 16 letters, digits or '-', e.g. 75")
         now = time.time()
         for code in [c for c, pending in self._codes.items() if pending.expires_at < now]:

@@ -9,6 +9,7 @@ field violation a front end can show next to the field, not as one opaque
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ TIMEOUT_HEADER = "X-Request-Timeout-Ms"
 # has surely gone.
 MIN_CLIENT_TIMEOUT_MS = 1_000
 MAX_CLIENT_TIMEOUT_MS = 600_000
+DECIMAL = re.compile(r"\A[0-9]{1,9}\Z")
 STARTED_AT = web.RequestKey("started_at", float)
 CLIENT_BUDGET = web.RequestKey("client_budget", float)
 
@@ -63,7 +65,7 @@ def text(name: str, value: str, max_length: int) -> str:
 
 def petition_id(request: web.Request) -> str:
     value = request.match_info.get("petition_id", "")
-    if not PETITION_ID.match(value):
+    if not PETITION_ID.fullmatch(value):
         raise invalid("petition_id", PETITION_ID_RULE)
     return value
 
@@ -131,7 +133,8 @@ def client_budget_seconds(request: web.Request) -> float | None:
     raw = request.headers.get(TIMEOUT_HEADER)
     if raw is None:
         return None
-    if not raw.isdigit() or not MIN_CLIENT_TIMEOUT_MS <= int(raw) <= MAX_CLIENT_TIMEOUT_MS:
+    # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
+    if not DECIMAL.fullmatch(raw) or not MIN_CLIENT_TIMEOUT_MS <= int(raw) <= MAX_CLIENT_TIMEOUT_MS:
         raise invalid(TIMEOUT_HEADER, f"must be an integer from {MIN_CLIENT_TIMEOUT_MS} to {MAX_CLIENT_TIMEOUT_MS}")
     return int(raw) / 1000
 

@@ -23,8 +23,9 @@ from services.catalogue.paging import Page, page_of
 from services.catalogue.store import PetitionStore
 from services.signing.deadlines import PetitionEvents
 
-COUNTRY = re.compile(r"^[A-Z]{2}$")
-THRESHOLD_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+# Used with fullmatch (whole strings only; `$` would let "FR\n" through).
+COUNTRY = re.compile(r"\A[A-Z]{2}\Z")
+THRESHOLD_ID = re.compile(r"\A[a-z0-9][a-z0-9-]{0,31}\Z")
 MAX_TITLE = 200
 MAX_TEXT = 10_000
 
@@ -37,7 +38,7 @@ TRANSITIONS = {
 
 def petition_from_request(request: signing_pb2.CreatePetitionRequest, now: float) -> Petition:
     petition_id = request.id or f"p-{uuid.uuid4().hex[:12]}"
-    if not PETITION_ID.match(petition_id):
+    if not PETITION_ID.fullmatch(petition_id):
         raise invalid("id", PETITION_ID_RULE)
     title = request.title.strip()
     if not title:
@@ -54,7 +55,7 @@ def petition_from_request(request: signing_pb2.CreatePetitionRequest, now: float
     seen: set[str] = set()
     for index, threshold in enumerate(request.thresholds):
         field = f"thresholds[{index}]"
-        if not THRESHOLD_ID.match(threshold.id) or threshold.id in seen:
+        if not THRESHOLD_ID.fullmatch(threshold.id) or threshold.id in seen:
             raise invalid(f"{field}.id", "must be a unique id of a-z, 0-9 and '-' (up to 32)")
         if threshold.signatures <= 0:
             raise invalid(f"{field}.signatures", "must be positive")
@@ -64,7 +65,7 @@ def petition_from_request(request: signing_pb2.CreatePetitionRequest, now: float
         thresholds.append(Threshold(threshold.id, threshold.label, threshold.signatures, threshold.min_territories))
     countries = frozenset(request.eligibility.countries)
     for country in countries:
-        if not COUNTRY.match(country):
+        if not COUNTRY.fullmatch(country):
             raise invalid("eligibility.countries", f"{country!r} is not an ISO 3166-1 alpha-2 code")
     return Petition(
         id=petition_id,
@@ -98,7 +99,7 @@ class CatalogueAdmin:
         return petition
 
     async def get(self, petition_id: str) -> Petition:
-        if not PETITION_ID.match(petition_id):
+        if not PETITION_ID.fullmatch(petition_id):
             raise invalid("petition_id", PETITION_ID_RULE)
         petition = await self._store.get(petition_id)
         if petition is None:

@@ -44,7 +44,10 @@ from services.signing.publisher import (
     signature_key,
 )
 
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{8,128}$")
+IDEMPOTENCY_KEY = re.compile(r"\A[\x21-\x7e]{8,128}\Z")
+# An IPv6 zone (the part after "%", e.g. fe80::1%eth0) is free text to
+# Python's ipaddress, newlines and NULs included; an interface name or number.
+IP_ZONE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 MAX_CREDENTIAL_LENGTH = 4096
 
 T = TypeVar("T")
@@ -85,15 +88,23 @@ def validate(request: SignatureRequest) -> None:
         raise invalid("credential", "is required")
     if len(request.credential) > MAX_CREDENTIAL_LENGTH:
         raise invalid("credential", f"is longer than {MAX_CREDENTIAL_LENGTH} characters")
-    if not PETITION_ID.match(request.petition_id):
+    if not PETITION_ID.fullmatch(request.petition_id):
         raise invalid("petition_id", PETITION_ID_RULE)
-    if request.idempotency_key and not IDEMPOTENCY_KEY.match(request.idempotency_key):
+    if request.idempotency_key and not IDEMPOTENCY_KEY.fullmatch(request.idempotency_key):
         raise invalid("idempotency_key", "must be 8 to 128 printable ASCII characters without spaces")
-    if request.client_ip:
-        try:
-            ipaddress.ip_address(request.client_ip)
-        except ValueError:
-            raise invalid("client_ip", "is not an IPv4 or IPv6 address") from None
+    if request.client_ip and not is_ip_address(request.client_ip):
+        raise invalid("client_ip", "is not an IPv4 or IPv6 address")
+
+
+def is_ip_address(text: str) -> bool:
+    """An IPv4 or IPv6 address, with at most an IPv6 zone of letters,
+    digits, '.', '_' and '-'."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    zone = address.scope_id if isinstance(address, ipaddress.IPv6Address) else None
+    return zone is None or IP_ZONE.fullmatch(zone) is not None
 
 
 def check_can_sign(petition: Petition | None, petition_id: str, claims: SignerClaims, now: float) -> Petition:

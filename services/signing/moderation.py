@@ -16,8 +16,9 @@ from servicekit.errors import DomainError, ErrorKind, invalid
 from services.catalogue.model import PETITION_ID, PETITION_ID_RULE
 from services.signing.publisher import Overloaded, PublishFailed, SignaturePublisher, signature_key
 
-SIGNER = re.compile(r"^[0-9a-f]{64}$")
-IP_HASH = re.compile(r"^[0-9a-f]{32}$")
+# Used with fullmatch (whole strings only; `$` would let "...\n" through).
+SIGNER = re.compile(r"\A[0-9a-f]{64}\Z")
+IP_HASH = re.compile(r"\A[0-9a-f]{32}\Z")
 MAX_REASON = 500
 MAX_SIGNERS = 10_000
 
@@ -40,16 +41,16 @@ class Selection:
     signed_before: float | None = None
 
     def validate(self) -> None:
-        if not PETITION_ID.match(self.petition_id):
+        if not PETITION_ID.fullmatch(self.petition_id):
             raise invalid("petition_id", PETITION_ID_RULE)
         if not self.reason.strip() or len(self.reason) > MAX_REASON:
             raise invalid("reason", f"is required, at most {MAX_REASON} characters")
         if len(self.signers) > MAX_SIGNERS:
             raise invalid("signers", f"at most {MAX_SIGNERS} per request")
         for index, signer in enumerate(self.signers):
-            if not SIGNER.match(signer):
+            if not SIGNER.fullmatch(signer):
                 raise invalid(f"signers[{index}]", "is not a signer pseudonym (64 hex digits)")
-        if self.ip_hash and not IP_HASH.match(self.ip_hash):
+        if self.ip_hash and not IP_HASH.fullmatch(self.ip_hash):
             raise invalid("ip_hash", "is not an IP hash (32 hex digits)")
         if (self.signed_after is None) != (self.signed_before is None):
             raise invalid("signed_before", "a time window needs both signed_after and signed_before")

@@ -59,7 +59,7 @@ class TallyReader:
     async def read(self, petition_id: str) -> TallySnapshot:
         """The petition's tally, at most cache_seconds old; INVALID_ARGUMENT
         or NOT_FOUND for an id that names no petition."""
-        if not PETITION_ID.match(petition_id):
+        if not PETITION_ID.fullmatch(petition_id):
             raise invalid("petition_id", PETITION_ID_RULE)
         if await self._catalogue.get(petition_id) is None:
             raise petition_not_found(petition_id)
