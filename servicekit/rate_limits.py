@@ -10,11 +10,28 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
+
+# An IPv6 zone (the part after "%", e.g. fe80::1%eth0) is free text to
+# Python's ipaddress, newlines and NULs included; here, an interface name or
+# number.
+IP_ZONE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
+
+
+def client_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address text writes; ValueError unless it is exactly an IPv4 or
+    IPv6 address, with at most an interface zone."""
+    address = ipaddress.ip_address(text)
+    zone = address.scope_id if isinstance(address, ipaddress.IPv6Address) else None
+    if zone is not None and not IP_ZONE.fullmatch(zone):
+        raise ValueError(f"{text!r} has a malformed IPv6 zone")
+    return address
+
 
 # Lua helpers for token buckets, shared by every script that takes from one.
 # A bucket is a hash {tokens, at}; its key expires once it would be full again.
@@ -105,7 +122,7 @@ class FraudLimits:
         if domain and domain in self._blocked_domains:
             return Refusal("email_domain", None, blocked=True)
         if ip:
-            address = ipaddress.ip_address(ip)
+            address = client_address(ip)
             if any(address in network for network in self._blocked_networks):
                 return Refusal("ip", None, blocked=True)
         return None

@@ -123,6 +123,23 @@ def test_sign_refuses_a_client_ip_with_trailing_junk(
     assert system.sign(credential.token, petition.id, client_ip=address).outcome == ACCEPTED
 
 
+@needs_stack
+@junk
+@pytest.mark.parametrize("method", ["ExchangeIdToken", "BeginEmailVerification", "CompleteEmailVerification"])
+def test_identity_refuses_a_client_ip_with_trailing_junk(system: SystemClient, suffix: str, method: str) -> None:
+    """Identity checks client_ip through servicekit's fraud limits, the same
+    rule as signing's."""
+    address = f"fe80::{random.randrange(1, 0xFFFF):x}%eth0" + suffix
+    mailbox = f"exact-{uuid.uuid4().hex[:8]}@example.org"
+    calls: dict[str, Callable[[], object]] = {
+        "ExchangeIdToken": lambda: system.exchange(system.id_token(f"exact-{uuid.uuid4().hex[:8]}"), address),
+        "BeginEmailVerification": lambda: system.begin_email(mailbox, client_ip=address),
+        "CompleteEmailVerification": lambda: system.complete_email(uuid.uuid4().hex, "123456", client_ip=address),
+    }
+    refused(calls[method], "client_ip")
+    assert not system.mail_to(mailbox, timeout=0), "a refused request sent a code"
+
+
 # signing: the catalogue
 
 
