@@ -183,3 +183,52 @@ def test_signing_checks_credentials_offline(system: SystemClient) -> None:
         system.sign(token, petition.id)
 
     assert system.metric_value("identity", sample) - before <= 2
+
+
+GOOD_HEADER = b64(json.dumps({"alg": "ES256", "kid": "any"}).encode())
+GOOD_PAYLOAD = b64(json.dumps({"iss": "https://idp.invalid", "sub": "x"}).encode())
+
+
+@pytest.mark.parametrize(
+    ("token", "says"),
+    [
+        ("not-a-jwt", "3 parts"),
+        ("..", "empty"),
+        ("a.b", "3 parts"),
+        # A JWE (RFC 7516): five parts, encrypted to us; we accept only signed tokens.
+        (f"{b64(json.dumps({'alg': 'RSA-OAEP', 'enc': 'A256GCM'}).encode())}.a2V5.aXY.Y2lwaGVy.dGFn", "5 parts"),
+        (f"{GOOD_HEADER}.{GOOD_PAYLOAD}.c2ln$", "base64url"),
+        (f" {GOOD_HEADER}.{GOOD_PAYLOAD}.c2ln", "base64url"),
+        (f"{b64(b'not json')}.{GOOD_PAYLOAD}.c2ln", "header"),
+        (f"{b64(b'[1, 2]')}.{GOOD_PAYLOAD}.c2ln", "header"),
+        (f"{GOOD_HEADER}.{b64(b'[1, 2]')}.c2ln", "claims"),
+        (f"{GOOD_HEADER}.{b64(bytes([0xFF, 0xFE]))}.c2ln", "claims"),
+        # Nested deeper than the JSON parser recurses, yet short enough to pass.
+        (f"{GOOD_HEADER}.{b64(b'[' * 12_000)}.c2ln", "claims"),
+    ],
+    ids=[
+        "one-part",
+        "empty-parts",
+        "two-parts",
+        "jwe",
+        "not-base64url",
+        "leading-space",
+        "header-not-json",
+        "header-not-object",
+        "claims-not-object",
+        "claims-not-utf8",
+        "claims-too-deep",
+    ],
+)
+def test_a_malformed_token_is_an_invalid_argument_on_id_token(system: SystemClient, token: str, says: str) -> None:
+    """Not a compact JWS at all: the caller's bug, not a failed proof, so
+    INVALID_ARGUMENT on the field (do not retry), never UNAUTHENTICATED."""
+    with pytest.raises(grpc.RpcError) as raised:
+        system.exchange(token)
+    found = rejection(raised.value)
+    assert (found.code, found.reason, found.fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "MALFORMED_ID_TOKEN",
+        ["id_token"],
+    ), found
+    assert says in found.message

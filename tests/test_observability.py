@@ -173,7 +173,9 @@ def test_signing_and_identity_count_their_decisions(system: SystemClient) -> Non
         system.sign(credential, f"missing-{uuid.uuid4().hex[:8]}")
     assert rejection(missing.value).reason == "PETITION_NOT_FOUND"
     for refused in (
-        lambda: system.exchange("not-a-token"),
+        # Well-formed (a text that is not a JWS at all is "invalid"), but
+        # from no trusted issuer: a proof that failed.
+        lambda: system.exchange("eyJhbGciOiJub25lIn0.e30."),
         lambda: system.begin_email("not an address"),
         lambda: system.begin_email(f"x-{uuid.uuid4().hex[:8]}@blocked.example"),
     ):

@@ -48,10 +48,17 @@ class ExchangeIdTokenRequest(_message.Message):
     NONCE_FIELD_NUMBER: _builtins.int
     CLIENT_IP_FIELD_NUMBER: _builtins.int
     id_token: _builtins.str
-    """The compact JWS ID token as received from the identity provider."""
+    """The compact JWS ID token as received from the identity provider
+    (RFC 7515 7.1: three base64url parts separated by dots).
+    """
     nonce: _builtins.str
-    """The nonce the relying party sent in the authorisation request, if any;
-    when set, the token's nonce claim must equal it.
+    """The nonce the relying party sent in its authorisation request. Required
+    exactly when the token has a nonce claim, and then equal to it; a nonce
+    sent for a token without one is refused. So a token bound to a sign-in
+    is spent only by whoever holds that sign-in's nonce, and the gateway's
+    code flow, which always sends its nonce, accepts no token minted outside
+    its sign-in. Callers without a sign-in (the CLI's dev-sign, with the dev
+    provider's shortcut tokens) send none.
     """
     client_ip: _builtins.str
     """The end user's IP address as seen by the gateway, for fraud limits only."""

@@ -69,10 +69,29 @@ class IdentityServicer:
 
     def ExchangeIdToken(self, request, context):
         """Verifies an OpenID Connect ID token from a configured issuer (signature
-        against the issuer's JWKS, iss, aud, exp, iat, nbf, nonce) and issues a
-        signer credential.
-        Errors: INVALID_ARGUMENT (malformed token), UNAUTHENTICATED (bad
-        signature, wrong issuer/audience, expired), RESOURCE_EXHAUSTED (limits).
+        against the issuer's JWKS, iss, aud, azp, exp, iat, nbf, sub, nonce) and
+        issues a signer credential. Each ID token buys one credential: identity
+        remembers it (a keyed hash of its jti, or of the whole token when it has
+        none) until it expires, and refuses it again.
+        Errors, by what a client should do:
+        INVALID_ARGUMENT, field id_token: not worth retrying, the request is
+        wrong. Reason MALFORMED_ID_TOKEN: the text is not a compact JWS with
+        a JSON claims set at all ("not-a-jwt", "..", a five-part JWE): a bug
+        of the caller or of its provider, which no retry or new sign-in can
+        fix. INVALID_FIELD: empty, or longer than 16,384 characters.
+        UNAUTHENTICATED: a well-formed token that is not a proof of identity
+        for us; the person must sign in again to get a new one. Reason
+        ID_TOKEN_REJECTED: bad signature, untrusted issuer or algorithm,
+        wrong audience, several audiences without azp or an azp that is not
+        our client id, expired, not valid yet, a missing or unusable sub
+        (1 to 255 printable ASCII characters), nonce missing or different.
+        ID_TOKEN_REUSED: this token was already exchanged.
+        UNAVAILABLE, with a RetryInfo delay: retry the same request.
+        PROVIDER_UNAVAILABLE (the issuer's keys cannot be fetched),
+        ID_TOKEN_LEDGER_UNAVAILABLE (whether the token is unused cannot be
+        checked: it is not accepted, nor spent), LIMITS_UNAVAILABLE.
+        RESOURCE_EXHAUSTED (RATE_LIMITED, with a delay), PERMISSION_DENIED
+        (BLOCKED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

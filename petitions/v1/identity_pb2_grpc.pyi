@@ -39,10 +39,29 @@ class IdentityStub:
     def __new__(cls, channel: _aio.Channel) -> IdentityAsyncStub: ...
     ExchangeIdToken: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ExchangeIdTokenRequest, _identity_pb2.SignerCredential]
     """Verifies an OpenID Connect ID token from a configured issuer (signature
-    against the issuer's JWKS, iss, aud, exp, iat, nbf, nonce) and issues a
-    signer credential.
-    Errors: INVALID_ARGUMENT (malformed token), UNAUTHENTICATED (bad
-    signature, wrong issuer/audience, expired), RESOURCE_EXHAUSTED (limits).
+    against the issuer's JWKS, iss, aud, azp, exp, iat, nbf, sub, nonce) and
+    issues a signer credential. Each ID token buys one credential: identity
+    remembers it (a keyed hash of its jti, or of the whole token when it has
+    none) until it expires, and refuses it again.
+    Errors, by what a client should do:
+      INVALID_ARGUMENT, field id_token: not worth retrying, the request is
+        wrong. Reason MALFORMED_ID_TOKEN: the text is not a compact JWS with
+        a JSON claims set at all ("not-a-jwt", "..", a five-part JWE): a bug
+        of the caller or of its provider, which no retry or new sign-in can
+        fix. INVALID_FIELD: empty, or longer than 16,384 characters.
+      UNAUTHENTICATED: a well-formed token that is not a proof of identity
+        for us; the person must sign in again to get a new one. Reason
+        ID_TOKEN_REJECTED: bad signature, untrusted issuer or algorithm,
+        wrong audience, several audiences without azp or an azp that is not
+        our client id, expired, not valid yet, a missing or unusable sub
+        (1 to 255 printable ASCII characters), nonce missing or different.
+        ID_TOKEN_REUSED: this token was already exchanged.
+      UNAVAILABLE, with a RetryInfo delay: retry the same request.
+        PROVIDER_UNAVAILABLE (the issuer's keys cannot be fetched),
+        ID_TOKEN_LEDGER_UNAVAILABLE (whether the token is unused cannot be
+        checked: it is not accepted, nor spent), LIMITS_UNAVAILABLE.
+      RESOURCE_EXHAUSTED (RATE_LIMITED, with a delay), PERMISSION_DENIED
+        (BLOCKED).
     """
     BeginEmailVerification: _grpc.UnaryUnaryMultiCallable[_identity_pb2.BeginEmailVerificationRequest, _identity_pb2.BeginEmailVerificationResponse]
     """Sends a one-time code to an email address."""
@@ -66,10 +85,29 @@ class IdentityAsyncStub(IdentityStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ExchangeIdToken: _aio.UnaryUnaryMultiCallable[_identity_pb2.ExchangeIdTokenRequest, _identity_pb2.SignerCredential]  # type: ignore[assignment]
     """Verifies an OpenID Connect ID token from a configured issuer (signature
-    against the issuer's JWKS, iss, aud, exp, iat, nbf, nonce) and issues a
-    signer credential.
-    Errors: INVALID_ARGUMENT (malformed token), UNAUTHENTICATED (bad
-    signature, wrong issuer/audience, expired), RESOURCE_EXHAUSTED (limits).
+    against the issuer's JWKS, iss, aud, azp, exp, iat, nbf, sub, nonce) and
+    issues a signer credential. Each ID token buys one credential: identity
+    remembers it (a keyed hash of its jti, or of the whole token when it has
+    none) until it expires, and refuses it again.
+    Errors, by what a client should do:
+      INVALID_ARGUMENT, field id_token: not worth retrying, the request is
+        wrong. Reason MALFORMED_ID_TOKEN: the text is not a compact JWS with
+        a JSON claims set at all ("not-a-jwt", "..", a five-part JWE): a bug
+        of the caller or of its provider, which no retry or new sign-in can
+        fix. INVALID_FIELD: empty, or longer than 16,384 characters.
+      UNAUTHENTICATED: a well-formed token that is not a proof of identity
+        for us; the person must sign in again to get a new one. Reason
+        ID_TOKEN_REJECTED: bad signature, untrusted issuer or algorithm,
+        wrong audience, several audiences without azp or an azp that is not
+        our client id, expired, not valid yet, a missing or unusable sub
+        (1 to 255 printable ASCII characters), nonce missing or different.
+        ID_TOKEN_REUSED: this token was already exchanged.
+      UNAVAILABLE, with a RetryInfo delay: retry the same request.
+        PROVIDER_UNAVAILABLE (the issuer's keys cannot be fetched),
+        ID_TOKEN_LEDGER_UNAVAILABLE (whether the token is unused cannot be
+        checked: it is not accepted, nor spent), LIMITS_UNAVAILABLE.
+      RESOURCE_EXHAUSTED (RATE_LIMITED, with a delay), PERMISSION_DENIED
+        (BLOCKED).
     """
     BeginEmailVerification: _aio.UnaryUnaryMultiCallable[_identity_pb2.BeginEmailVerificationRequest, _identity_pb2.BeginEmailVerificationResponse]  # type: ignore[assignment]
     """Sends a one-time code to an email address."""
@@ -96,10 +134,29 @@ class IdentityServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.SignerCredential, _abc.Awaitable[_identity_pb2.SignerCredential]]:
         """Verifies an OpenID Connect ID token from a configured issuer (signature
-        against the issuer's JWKS, iss, aud, exp, iat, nbf, nonce) and issues a
-        signer credential.
-        Errors: INVALID_ARGUMENT (malformed token), UNAUTHENTICATED (bad
-        signature, wrong issuer/audience, expired), RESOURCE_EXHAUSTED (limits).
+        against the issuer's JWKS, iss, aud, azp, exp, iat, nbf, sub, nonce) and
+        issues a signer credential. Each ID token buys one credential: identity
+        remembers it (a keyed hash of its jti, or of the whole token when it has
+        none) until it expires, and refuses it again.
+        Errors, by what a client should do:
+          INVALID_ARGUMENT, field id_token: not worth retrying, the request is
+            wrong. Reason MALFORMED_ID_TOKEN: the text is not a compact JWS with
+            a JSON claims set at all ("not-a-jwt", "..", a five-part JWE): a bug
+            of the caller or of its provider, which no retry or new sign-in can
+            fix. INVALID_FIELD: empty, or longer than 16,384 characters.
+          UNAUTHENTICATED: a well-formed token that is not a proof of identity
+            for us; the person must sign in again to get a new one. Reason
+            ID_TOKEN_REJECTED: bad signature, untrusted issuer or algorithm,
+            wrong audience, several audiences without azp or an azp that is not
+            our client id, expired, not valid yet, a missing or unusable sub
+            (1 to 255 printable ASCII characters), nonce missing or different.
+            ID_TOKEN_REUSED: this token was already exchanged.
+          UNAVAILABLE, with a RetryInfo delay: retry the same request.
+            PROVIDER_UNAVAILABLE (the issuer's keys cannot be fetched),
+            ID_TOKEN_LEDGER_UNAVAILABLE (whether the token is unused cannot be
+            checked: it is not accepted, nor spent), LIMITS_UNAVAILABLE.
+          RESOURCE_EXHAUSTED (RATE_LIMITED, with a delay), PERMISSION_DENIED
+            (BLOCKED).
         """
 
     @_abc_1.abstractmethod

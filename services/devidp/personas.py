@@ -3,6 +3,7 @@ signature per token, no network round trip when called in-process."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -58,6 +59,9 @@ class DevTokenMinter:
             "iat": now,
             "nbf": now,
             "exp": now + lifetime_seconds,
+            # Identity spends each token once, by its jti: two tokens minted
+            # for one persona in the same second are two tokens.
+            "jti": secrets.token_urlsafe(16),
             "acr": "dev",
             "country": persona.country,
             "territory": persona.territory,

@@ -7,8 +7,9 @@ session; the browser is sent to the provider's authorization endpoint.
 
 callback: the state must match the cookie's; the code is exchanged at the
 provider's token endpoint for an ID token, which goes to identity together
-with the nonce. The gateway does not read the ID token: identity verifies
-it, and only identity ever sees who the person is.
+with the nonce (always: identity then accepts only a token bound to it, and
+spends each ID token once). The gateway does not read the ID token:
+identity verifies it, and only identity ever sees who the person is.
 """
 
 from __future__ import annotations
@@ -179,8 +180,14 @@ class OidcCodeFlow:
             raise SignInFailed("CODE_MISSING", "the identity provider sent no usable code")
         if not hmac.compare_digest(state.encode(), str(pending.get("state", "")).encode()):
             raise SignInFailed("STATE_MISMATCH", "this answer does not belong to the sign-in you started")
+        nonce = str(pending.get("nonce", ""))
+        if not nonce:
+            # begin() always seals one; identity requires it of a token bound
+            # to one and refuses a token without one when it is sent, so the
+            # code flow never exchanges an ID token without its nonce.
+            raise SignInFailed("SIGN_IN_EXPIRED", "this sign-in has expired or was started elsewhere; start again")
         id_token = await self._redeem(code, str(pending.get("verifier", "")))
-        return CompletedSignIn(id_token, str(pending.get("nonce", "")), safe_return_path(pending.get("return_to")))
+        return CompletedSignIn(id_token, nonce, safe_return_path(pending.get("return_to")))
 
     async def _redeem(self, code: str, verifier: str) -> str:
         metadata = await self._provider()

@@ -11,8 +11,16 @@ from servicekit.request_guard import RequestGuard
 from servicekit.signer_credential import SignerClaims
 from services.identity.keyring import ReloadingKeyRing
 from services.identity.metrics import CREDENTIALS_ISSUED, OIDC, counted_verification
-from services.identity.oidc import IdTokenRejected, IdTokenVerifier, ProviderUnavailable, VerifiedIdToken
+from services.identity.oidc import (
+    IdTokenRejected,
+    IdTokenVerifier,
+    MalformedIdToken,
+    ProviderUnavailable,
+    VerifiedIdToken,
+    parse_compact_jws,
+)
 from services.identity.pseudonym import oidc_pseudonym
+from services.identity.spent_id_tokens import SpentIdTokens, SpentTokensUnavailable
 
 MAX_TOKEN_LENGTH = 16_384
 ADULT_AGE = 18
@@ -42,9 +50,15 @@ class IdTokenExchange:
     """Exchanges OpenID Connect ID tokens for signer credentials."""
 
     def __init__(
-        self, verifier: IdTokenVerifier, signer: CredentialSigner, pseudonym_secret: bytes, guard: RequestGuard
+        self,
+        verifier: IdTokenVerifier,
+        spent: SpentIdTokens,
+        signer: CredentialSigner,
+        pseudonym_secret: bytes,
+        guard: RequestGuard,
     ):
         self._verifier = verifier
+        self._spent = spent
         self._signer = signer
         self._secret = pseudonym_secret
         self._guard = guard
@@ -58,19 +72,47 @@ class IdTokenExchange:
             raise invalid("id_token", "is required")
         if len(id_token) > MAX_TOKEN_LENGTH:
             raise invalid("id_token", f"is longer than {MAX_TOKEN_LENGTH} characters")
+        # Text that is not even a signed JWT is the caller's bug, not a failed
+        # proof: INVALID_ARGUMENT, before it costs any limit.
+        try:
+            jws = parse_compact_jws(id_token)
+        except MalformedIdToken as error:
+            raise invalid("id_token", str(error), reason="MALFORMED_ID_TOKEN") from None
         self._guard.check_blocked(ip=client_ip)
         await self._guard.take(ip=client_ip)
         try:
-            verified = await self._verifier.verify(id_token, nonce)
+            verified = await self._verifier.verify(jws, nonce)
         except IdTokenRejected as error:
             raise DomainError(ErrorKind.UNAUTHENTICATED, "ID_TOKEN_REJECTED", str(error)) from None
         except ProviderUnavailable as error:
             raise DomainError(
                 ErrorKind.UNAVAILABLE, "PROVIDER_UNAVAILABLE", str(error), retry_after_seconds=5
             ) from None
-        claims = claims_of(verified, self._secret)
-        await self._guard.take(signer=claims.signer)
-        return self._signer.issue(claims)
+        # Spent once verified: a replay is refused before it costs the
+        # person's limits, and a forged token cannot spend anyone's.
+        try:
+            mark = await self._spent.spend(verified, id_token)
+        except SpentTokensUnavailable as error:
+            raise DomainError(
+                ErrorKind.UNAVAILABLE,
+                "ID_TOKEN_LEDGER_UNAVAILABLE",
+                f"cannot check that the ID token is unused: {error}",
+                retry_after_seconds=2,
+            ) from None
+        if mark is None:
+            raise DomainError(
+                ErrorKind.UNAUTHENTICATED,
+                "ID_TOKEN_REUSED",
+                "this ID token was already exchanged; sign in again for a new one",
+            )
+        try:
+            claims = claims_of(verified, self._secret)
+            await self._guard.take(signer=claims.signer)
+            return self._signer.issue(claims)
+        except BaseException:
+            # Nothing was issued: the holder may retry with the same token.
+            await self._spent.restore(mark)
+            raise
 
 
 def claims_of(verified: VerifiedIdToken, secret: bytes) -> SignerClaims:

@@ -25,6 +25,7 @@ from services.identity.mailer import CodeMailer
 from services.identity.oidc import IdTokenVerifier
 from services.identity.one_time_codes import OneTimeCodes
 from services.identity.settings import IdentitySettings
+from services.identity.spent_id_tokens import SpentIdTokens
 
 PSEUDONYM_SECRET_FILE = "pseudonym-hmac.key"
 
@@ -143,7 +144,13 @@ class IdentityApp(GrpcApp):
         self.server = ServiceServer([identity_pb2.DESCRIPTOR.services_by_name["Identity"].full_name], settings)
         identity_pb2_grpc.add_IdentityServicer_to_server(
             IdentityServicer(
-                IdTokenExchange(verifier, signer, secret, guard),
+                IdTokenExchange(
+                    verifier,
+                    SpentIdTokens(self.redis, secret, settings.id_token_leeway_seconds),
+                    signer,
+                    secret,
+                    guard,
+                ),
                 email,
                 self.keyring,
                 settings.verification_keys_cache_seconds,
