@@ -212,7 +212,10 @@ async def test_open_data_downloads_as_json_and_csv(system: SystemClient) -> None
         assert disposition == f'attachment; filename="petition-{petition.id}-signatures.json"'
         (record,) = document["petitions"]
         assert record["total"] == 2
-        assert record["by_territory"] == [{"code": "13", "signatures": 1}, {"code": "75", "signatures": 1}]
+        assert record["by_territory"] == [
+            {"code": "13", "name": "Bouches-du-Rhône", "signatures": 1},
+            {"code": "75", "name": "Paris", "signatures": 1},
+        ]
         async with http.get(f"{base}/open-data.csv") as response:
             assert response.content_type == "text/csv"
             rows = list(csv.DictReader(io.StringIO(await response.text())))

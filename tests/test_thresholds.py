@@ -8,17 +8,22 @@ import uuid
 import pytest
 
 from petitions.v1 import events_pb2, petition_pb2
+from servicekit import territories
 from services.catalogue.model import Threshold
 from services.tally.counters import Totals
 from services.tally.thresholds import crossed
 from tests.system import SystemClient
+from tests.tally_workers import Ledger, LogPublisher, new_signer
 
 COMMITTEE = Threshold("committee", "Sent to a committee", 100_000)
 FLOOR = Threshold("floor", "May be debated in plenary", 500_000, min_territories=30)
 
 
-def totals(total: int, territories: int) -> Totals:
-    return Totals(total, {f"{i:02d}": total // max(territories, 1) for i in range(territories)}, {"FR": total})
+def totals(total: int, count: int) -> Totals:
+    """Totals spread over the first `count` real territories."""
+    codes = territories.codes()[:count]
+    assert len(codes) == count
+    return Totals(total, {code: total // max(count, 1) for code in codes}, {"FR": total})
 
 
 @pytest.mark.parametrize(
@@ -37,8 +42,53 @@ def test_the_assemblee_nationale_rules(total: int, territories: int, already: se
 
 
 def test_zero_count_territories_do_not_count_towards_the_rule() -> None:
-    emptied = Totals(500_000, {**{f"{i:02d}": 20_000 for i in range(25)}, **{f"x{i}": 0 for i in range(10)}}, {})
+    codes = territories.codes()
+    emptied = Totals(500_000, {**{c: 20_000 for c in codes[:25]}, **{c: 0 for c in codes[25:35]}}, {})
     assert [t.id for t in crossed((FLOOR,), emptied, set())] == []
+
+
+# Codes a counter may hold that are no territory: "20" (Corse before 1976),
+# a value with a trailing newline, made-up codes.
+NOT_TERRITORIES = ("20", "00", "75\n", "2a", "x1", "96")
+
+
+def test_only_real_territories_count_towards_the_rule() -> None:
+    codes = territories.codes()
+    padded = Totals(500_000, {**{c: 10_000 for c in codes[:29]}, **{c: 10_000 for c in NOT_TERRITORIES}}, {})
+    assert [t.id for t in crossed((FLOOR,), padded, set())] == []
+
+    real = Totals(500_000, {**padded.by_territory, codes[29]: 10_000}, {})
+    assert [t.id for t in crossed((FLOOR,), real, set())] == ["floor"]
+
+
+@pytest.mark.stack
+def test_a_counted_code_that_is_no_territory_does_not_cross_a_territorial_rule(system: SystemClient) -> None:
+    petition = system.create_petition(
+        "Three places, two of them real",
+        thresholds=[
+            petition_pb2.Threshold(id="three-places", label="From three territories", signatures=3, min_territories=3),
+            petition_pb2.Threshold(id="two-places", label="From two territories", signatures=3, min_territories=2),
+        ],
+    )
+    # Straight onto the log, as an older identity (before the reference
+    # list) could have let "20" through: counted, but no territory.
+    ledger = Ledger()
+    publisher = LogPublisher(system.stack, system.signatures_topic)
+    try:
+        records = [ledger.accepted(petition.id, new_signer(), code, "FR") for code in ("13", "20", "75")]
+        assert publisher.publish(records) == 3
+    finally:
+        publisher.close()
+
+    tally = system.settled_tally(petition.id)
+    assert (tally.total, dict(tally.by_territory)) == (3, {"13": 1, "20": 1, "75": 1})
+    # "three-places" comes first in the petition, so it would have been
+    # recorded before "two-places" in the same check.
+    assert [t.threshold_id for t in tally.thresholds_reached] == ["two-places"]
+    [row] = system.cassandra.execute(
+        "SELECT territories FROM thresholds_reached WHERE petition_id = %s", (petition.id,)
+    )
+    assert row.territories == 2
 
 
 @pytest.mark.stack

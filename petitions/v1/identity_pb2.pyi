@@ -88,7 +88,12 @@ class BeginEmailVerificationRequest(_message.Message):
     email: _builtins.str
     client_ip: _builtins.str
     country: _builtins.str
-    """Country and territory the person declares; carried into the credential."""
+    """Country and territory the person declares; carried into the credential.
+    Each may be empty. country: ISO 3166-1 alpha-2 in capitals ("FR").
+    territory: a code of the reference list, exactly as listed (INSEE's
+    départements and overseas collectivities,
+    servicekit/data/territories_fr.csv: "75", "2A", "971"; "20" is none).
+    """
     territory: _builtins.str
     def __init__(
         self,
@@ -209,10 +214,13 @@ class SignerClaims(_message.Message):
     assurance_level: _builtins.str
     """Assurance level as reported by the provider (e.g. "eidas1")."""
     country: _builtins.str
-    """ISO 3166-1 alpha-2 country code, empty when unknown."""
+    """ISO 3166-1 alpha-2 country code (upper case), empty when unknown or
+    when the provider's claim was not two letters.
+    """
     territory: _builtins.str
-    """Territory code (e.g. a French département "75", a UK constituency code),
-    empty when unknown.
+    """Territory code from the reference list (a French département "75", "2A",
+    an overseas one "971"), empty when unknown or when the provider's claim
+    was not a code of the list.
     """
     adult: _builtins.bool
     def __init__(

@@ -99,6 +99,13 @@ class IdentityServicer:
 
     def BeginEmailVerification(self, request, context):
         """Sends a one-time code to an email address.
+        Errors: INVALID_ARGUMENT on the field (email, country, territory: each
+        matched whole, a trailing newline or NUL is refused; a territory must be
+        one of the reference codes), PERMISSION_DENIED (BLOCKED),
+        RESOURCE_EXHAUSTED with a RetryInfo delay: RATE_LIMITED, or
+        ADDRESS_LOCKED (too many wrong codes for this address, over all its
+        verifications; no code is sent until the delay is over), UNAVAILABLE
+        (CODE_STORE_UNAVAILABLE, MAIL_UNAVAILABLE, LIMITS_UNAVAILABLE; retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,6 +113,14 @@ class IdentityServicer:
 
     def CompleteEmailVerification(self, request, context):
         """Checks the one-time code and issues a signer credential.
+        Errors: INVALID_ARGUMENT on the field (verification_id, code: exactly 6
+        ASCII digits), NOT_FOUND (VERIFICATION_NOT_FOUND: expired, used or
+        unknown), UNAUTHENTICATED (CODE_MISMATCH, with the attempts left),
+        RESOURCE_EXHAUSTED: TOO_MANY_ATTEMPTS (this verification is dead; ask
+        for a new code), or ADDRESS_LOCKED with a RetryInfo delay (too many
+        wrong codes for this address: no code, not even the right one, is
+        accepted until the delay is over), RATE_LIMITED; PERMISSION_DENIED
+        (BLOCKED); UNAVAILABLE (retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -64,9 +64,26 @@ class IdentityStub:
         (BLOCKED).
     """
     BeginEmailVerification: _grpc.UnaryUnaryMultiCallable[_identity_pb2.BeginEmailVerificationRequest, _identity_pb2.BeginEmailVerificationResponse]
-    """Sends a one-time code to an email address."""
+    """Sends a one-time code to an email address.
+    Errors: INVALID_ARGUMENT on the field (email, country, territory: each
+    matched whole, a trailing newline or NUL is refused; a territory must be
+    one of the reference codes), PERMISSION_DENIED (BLOCKED),
+    RESOURCE_EXHAUSTED with a RetryInfo delay: RATE_LIMITED, or
+    ADDRESS_LOCKED (too many wrong codes for this address, over all its
+    verifications; no code is sent until the delay is over), UNAVAILABLE
+    (CODE_STORE_UNAVAILABLE, MAIL_UNAVAILABLE, LIMITS_UNAVAILABLE; retry).
+    """
     CompleteEmailVerification: _grpc.UnaryUnaryMultiCallable[_identity_pb2.CompleteEmailVerificationRequest, _identity_pb2.SignerCredential]
-    """Checks the one-time code and issues a signer credential."""
+    """Checks the one-time code and issues a signer credential.
+    Errors: INVALID_ARGUMENT on the field (verification_id, code: exactly 6
+    ASCII digits), NOT_FOUND (VERIFICATION_NOT_FOUND: expired, used or
+    unknown), UNAUTHENTICATED (CODE_MISMATCH, with the attempts left),
+    RESOURCE_EXHAUSTED: TOO_MANY_ATTEMPTS (this verification is dead; ask
+    for a new code), or ADDRESS_LOCKED with a RetryInfo delay (too many
+    wrong codes for this address: no code, not even the right one, is
+    accepted until the delay is over), RATE_LIMITED; PERMISSION_DENIED
+    (BLOCKED); UNAVAILABLE (retry).
+    """
     GetVerificationKeys: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetVerificationKeysRequest, _identity_pb2.VerificationKeys]
     """Publishes the public keys that verify signer credentials: the current key
     and the previous ones still inside their retirement window, so keys
@@ -110,9 +127,26 @@ class IdentityAsyncStub(IdentityStub):
         (BLOCKED).
     """
     BeginEmailVerification: _aio.UnaryUnaryMultiCallable[_identity_pb2.BeginEmailVerificationRequest, _identity_pb2.BeginEmailVerificationResponse]  # type: ignore[assignment]
-    """Sends a one-time code to an email address."""
+    """Sends a one-time code to an email address.
+    Errors: INVALID_ARGUMENT on the field (email, country, territory: each
+    matched whole, a trailing newline or NUL is refused; a territory must be
+    one of the reference codes), PERMISSION_DENIED (BLOCKED),
+    RESOURCE_EXHAUSTED with a RetryInfo delay: RATE_LIMITED, or
+    ADDRESS_LOCKED (too many wrong codes for this address, over all its
+    verifications; no code is sent until the delay is over), UNAVAILABLE
+    (CODE_STORE_UNAVAILABLE, MAIL_UNAVAILABLE, LIMITS_UNAVAILABLE; retry).
+    """
     CompleteEmailVerification: _aio.UnaryUnaryMultiCallable[_identity_pb2.CompleteEmailVerificationRequest, _identity_pb2.SignerCredential]  # type: ignore[assignment]
-    """Checks the one-time code and issues a signer credential."""
+    """Checks the one-time code and issues a signer credential.
+    Errors: INVALID_ARGUMENT on the field (verification_id, code: exactly 6
+    ASCII digits), NOT_FOUND (VERIFICATION_NOT_FOUND: expired, used or
+    unknown), UNAUTHENTICATED (CODE_MISMATCH, with the attempts left),
+    RESOURCE_EXHAUSTED: TOO_MANY_ATTEMPTS (this verification is dead; ask
+    for a new code), or ADDRESS_LOCKED with a RetryInfo delay (too many
+    wrong codes for this address: no code, not even the right one, is
+    accepted until the delay is over), RATE_LIMITED; PERMISSION_DENIED
+    (BLOCKED); UNAVAILABLE (retry).
+    """
     GetVerificationKeys: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetVerificationKeysRequest, _identity_pb2.VerificationKeys]  # type: ignore[assignment]
     """Publishes the public keys that verify signer credentials: the current key
     and the previous ones still inside their retirement window, so keys
@@ -165,7 +199,15 @@ class IdentityServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_pb2.BeginEmailVerificationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.BeginEmailVerificationResponse, _abc.Awaitable[_identity_pb2.BeginEmailVerificationResponse]]:
-        """Sends a one-time code to an email address."""
+        """Sends a one-time code to an email address.
+        Errors: INVALID_ARGUMENT on the field (email, country, territory: each
+        matched whole, a trailing newline or NUL is refused; a territory must be
+        one of the reference codes), PERMISSION_DENIED (BLOCKED),
+        RESOURCE_EXHAUSTED with a RetryInfo delay: RATE_LIMITED, or
+        ADDRESS_LOCKED (too many wrong codes for this address, over all its
+        verifications; no code is sent until the delay is over), UNAVAILABLE
+        (CODE_STORE_UNAVAILABLE, MAIL_UNAVAILABLE, LIMITS_UNAVAILABLE; retry).
+        """
 
     @_abc_1.abstractmethod
     def CompleteEmailVerification(
@@ -173,7 +215,16 @@ class IdentityServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_pb2.CompleteEmailVerificationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.SignerCredential, _abc.Awaitable[_identity_pb2.SignerCredential]]:
-        """Checks the one-time code and issues a signer credential."""
+        """Checks the one-time code and issues a signer credential.
+        Errors: INVALID_ARGUMENT on the field (verification_id, code: exactly 6
+        ASCII digits), NOT_FOUND (VERIFICATION_NOT_FOUND: expired, used or
+        unknown), UNAUTHENTICATED (CODE_MISMATCH, with the attempts left),
+        RESOURCE_EXHAUSTED: TOO_MANY_ATTEMPTS (this verification is dead; ask
+        for a new code), or ADDRESS_LOCKED with a RetryInfo delay (too many
+        wrong codes for this address: no code, not even the right one, is
+        accepted until the delay is over), RATE_LIMITED; PERMISSION_DENIED
+        (BLOCKED); UNAVAILABLE (retry).
+        """
 
     @_abc_1.abstractmethod
     def GetVerificationKeys(

@@ -21,6 +21,7 @@ import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from petitions.v1 import identity_pb2, petition_pb2, signing_pb2, tally_pb2
+from servicekit import territories
 from services.catalogue.model import PETITION_ID
 from services.gateway.auth import CREDENTIAL_COOKIE
 from services.gateway.inputs import MAX_CLIENT_TIMEOUT_MS, MIN_CLIENT_TIMEOUT_MS, TIMEOUT_HEADER
@@ -151,14 +152,20 @@ def _session_schema() -> Schema:
     }
 
 
-def _counts() -> Schema:
+def _counts(*, named: bool = False) -> Schema:
+    """Counts by code; territories also carry their French name from the
+    reference list (empty for a counted code that is no territory)."""
+    properties: dict[str, Schema] = {"code": {"type": "string"}}
+    if named:
+        properties["name"] = {"type": "string"}
+    properties["signatures"] = {"type": "integer"}
     return {
         "type": "array",
         "items": {
             "type": "object",
-            "required": ["code", "signatures"],
+            "required": list(properties),
             "additionalProperties": False,
-            "properties": {"code": {"type": "string"}, "signatures": {"type": "integer"}},
+            "properties": properties,
         },
     }
 
@@ -172,7 +179,7 @@ def _open_data_schema() -> Schema:
             "petition_id": {"type": "string"},
             "as_of": {"type": "string", "format": "date-time"},
             "total": {"type": "integer"},
-            "by_territory": _counts(),
+            "by_territory": _counts(named=True),
             "by_country": _counts(),
             "thresholds_reached": {
                 "type": "array",
@@ -382,7 +389,10 @@ def document() -> dict[str, Any]:
         "/api/v1/petitions/{petition_id}/open-data.csv": {
             "get": {
                 "operationId": "getOpenDataCsv",
-                "summary": "Open data as CSV: petition_id, as_of, scope (total, territory, country), code, signatures.",
+                "summary": (
+                    "Open data as CSV: petition_id, as_of, scope (total, territory, country), code, name (a"
+                    " territory's), signatures."
+                ),
                 "parameters": [PETITION, IF_NONE_MATCH, TIMEOUT],
                 "responses": {
                     "200": {
@@ -406,8 +416,10 @@ def document() -> dict[str, Any]:
                         _body(
                             {
                                 "email": {"type": "string", "format": "email", "maxLength": 320},
-                                "country": {"type": "string", "pattern": "^[A-Z]{2}$"},
-                                "territory": {"type": "string", "pattern": "^[A-Za-z0-9-]{1,16}$"},
+                                # Each may be empty (not declared); a territory is a code of
+                                # the reference list, exactly (servicekit.territories).
+                                "country": {"type": "string", "pattern": "\\A(?:[A-Z]{2})?\\Z"},
+                                "territory": {"type": "string", "enum": ["", *territories.codes()]},
                             },
                             ["email"],
                         )

@@ -6,6 +6,7 @@ send the code. Redis sees only the pseudonym and a keyed hash of the code.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -16,13 +17,14 @@ from servicekit.signer_credential import SignerClaims
 from services.identity.email_address import InvalidEmail, normalise
 from services.identity.exchange import CredentialSigner, IssuedCredential
 from services.identity.mailer import CodeMailer, MailNotSent
-from services.identity.metrics import CODE_SENT, CODES_SENT, EMAIL, counted_verification
+from services.identity.metrics import ADDRESS_LOCKED, CODE_SENT, CODES_SENT, EMAIL, counted_verification
 from services.identity.one_time_codes import CheckResult, CodeStoreUnavailable, OneTimeCodes
+from services.identity.places import is_country, is_territory
 from services.identity.pseudonym import email_pseudonym
 
-CODE = re.compile(r"^[0-9]{6}$")
-COUNTRY = re.compile(r"^[A-Z]{2}$")
-TERRITORY = re.compile(r"^[A-Za-z0-9-]{1,16}$")
+# Matched against the whole value (fullmatch): "123456\n" is no code. ASCII
+# digits only; \d would take other scripts' digits too.
+CODE = re.compile(r"[0-9]{6}")
 MAX_VERIFICATION_ID = 64
 
 
@@ -34,6 +36,15 @@ class StartedVerification:
 
 def _unavailable(error: Exception) -> DomainError:
     return DomainError(ErrorKind.UNAVAILABLE, "CODE_STORE_UNAVAILABLE", str(error), retry_after_seconds=2)
+
+
+def _locked(retry_after_seconds: float) -> DomainError:
+    return DomainError(
+        ErrorKind.RESOURCE_EXHAUSTED,
+        ADDRESS_LOCKED,
+        f"too many wrong codes for this email address; retry in {math.ceil(retry_after_seconds)} s",
+        retry_after_seconds=retry_after_seconds,
+    )
 
 
 class EmailVerification:
@@ -66,12 +77,14 @@ class EmailVerification:
             mailbox = normalise(email)
         except InvalidEmail as error:
             raise invalid("email", str(error)) from None
-        if country and not COUNTRY.match(country):
-            raise invalid("country", "must be an ISO 3166-1 alpha-2 code such as FR")
-        if territory and not TERRITORY.match(territory):
-            raise invalid("territory", "must be 1 to 16 letters, digits or '-'")
+        if country and not is_country(country):
+            raise invalid("country", "must be an ISO 3166-1 alpha-2 code in capitals, such as FR")
+        if territory and not is_territory(territory):
+            raise invalid("territory", "must be a code of the territory list, such as 75, 2A or 971")
         self._guard.check_blocked(ip=client_ip, domain=mailbox.domain)
         signer = email_pseudonym(self._secret, mailbox.address)
+        # Before the limits: a refusal while locked costs the address nothing.
+        await self._refuse_if_locked(signer)
         await self._guard.take(ip=client_ip, email_domain=mailbox.domain, mailbox=signer)
         try:
             issued = await self._codes.issue(signer, country, territory)
@@ -87,10 +100,18 @@ class EmailVerification:
         CODES_SENT.inc()
         return StartedVerification(issued.verification_id, time.time() + self._codes.ttl_seconds)
 
+    async def _refuse_if_locked(self, signer: str) -> None:
+        try:
+            locked_for = await self._codes.locked_for(signer)
+        except CodeStoreUnavailable as error:
+            raise _unavailable(error) from None
+        if locked_for > 0:
+            raise _locked(locked_for)
+
     async def _complete(self, verification_id: str, code: str, client_ip: str) -> IssuedCredential:
         if not verification_id or len(verification_id) > MAX_VERIFICATION_ID:
             raise invalid("verification_id", "is required and at most 64 characters")
-        if not CODE.match(code):
+        if not CODE.fullmatch(code):
             raise invalid("code", "must be the 6 digits from the email")
         self._guard.check_blocked(ip=client_ip)
         await self._guard.take(ip=client_ip)
@@ -104,6 +125,8 @@ class EmailVerification:
                 "VERIFICATION_NOT_FOUND",
                 "this verification has expired or does not exist; ask for a new code",
             )
+        if checked.result is CheckResult.LOCKED:
+            raise _locked(checked.retry_after_seconds)
         if checked.result is CheckResult.EXHAUSTED:
             raise DomainError(
                 ErrorKind.RESOURCE_EXHAUSTED,

@@ -19,6 +19,7 @@ from services.identity.oidc import (
     VerifiedIdToken,
     parse_compact_jws,
 )
+from services.identity.places import claimed_country, claimed_territory
 from services.identity.pseudonym import oidc_pseudonym
 from services.identity.spent_id_tokens import SpentIdTokens, SpentTokensUnavailable
 
@@ -127,8 +128,10 @@ def claims_of(verified: VerifiedIdToken, secret: bytes) -> SignerClaims:
         signer=oidc_pseudonym(secret, issuer.issuer, verified.subject),
         method="oidc",
         assurance_level=str(raw.get(issuer.assurance_claim, "")),
-        country=str(raw.get(issuer.country_claim, "")).upper()[:2],
-        territory=str(raw.get(issuer.territory_claim, ""))[:16],
+        # Checked as the email flow checks a declared place; what is no
+        # code is dropped (and counted), never carried as sent.
+        country=claimed_country(raw.get(issuer.country_claim)),
+        territory=claimed_territory(raw.get(issuer.territory_claim)),
         adult=adult,
     )
 

@@ -24,8 +24,16 @@ VERIFICATIONS = Counter(
     "petitions_identity_verifications_total",
     "Verification steps by method (oidc: ExchangeIdToken; email: BeginEmailVerification and"
     " CompleteEmailVerification) and outcome: issued, code_sent, rejected (the proof failed), invalid,"
-    " limited (rate limit), blocked (block list), unavailable (a dependency), failed (an unexpected error).",
+    " limited (rate limit, or an address locked after wrong codes), blocked (block list), unavailable (a"
+    " dependency), failed (an unexpected error).",
     ["method", "outcome"],
+)
+
+PROVIDER_CLAIMS_DROPPED = Counter(
+    "petitions_identity_provider_claims_dropped_total",
+    "Country or territory claims of a provider's ID token left out of the credential because they are not a valid"
+    " code (a country not of two letters, a territory not in the reference list), by claim.",
+    ["claim"],
 )
 
 OIDC = "oidc"
@@ -39,13 +47,18 @@ BLOCKED = "blocked"
 UNAVAILABLE = "unavailable"
 FAILED = "failed"
 _ANY_STEP = (ISSUED, REJECTED, INVALID, LIMITED, BLOCKED, UNAVAILABLE, FAILED)
+COUNTRY_CLAIM = "country"
+TERRITORY_CLAIM = "territory"
+# The reason of a refusal while an address is locked after too many wrong
+# codes: a limit, as RATE_LIMITED is.
+ADDRESS_LOCKED = "ADDRESS_LOCKED"
 
 
 def verification_outcome(error: DomainError) -> str:
     """The outcome label of a verification step refused with error."""
     if error.reason == "BLOCKED":
         return BLOCKED
-    if error.reason == "RATE_LIMITED":
+    if error.reason in ("RATE_LIMITED", ADDRESS_LOCKED):
         return LIMITED
     if error.kind is ErrorKind.INVALID_ARGUMENT:
         return INVALID
@@ -75,3 +88,5 @@ for _outcome in _ANY_STEP:
     VERIFICATIONS.labels(OIDC, _outcome)
     VERIFICATIONS.labels(EMAIL, _outcome)
 VERIFICATIONS.labels(EMAIL, CODE_SENT)
+for _claim in (COUNTRY_CLAIM, TERRITORY_CLAIM):
+    PROVIDER_CLAIMS_DROPPED.labels(_claim)

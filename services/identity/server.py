@@ -128,7 +128,14 @@ class IdentityApp(GrpcApp):
         )
         password = settings.read_secret(settings.smtp_password_file).decode() if settings.smtp_password_file else ""
         email = EmailVerification(
-            OneTimeCodes(self.redis, secret, settings.code_ttl_seconds, settings.code_attempts),
+            OneTimeCodes(
+                self.redis,
+                secret,
+                settings.code_ttl_seconds,
+                settings.code_attempts,
+                settings.email_lock_failures,
+                settings.email_lock_window_seconds,
+            ),
             CodeMailer(
                 settings.smtp_host,
                 settings.smtp_port,

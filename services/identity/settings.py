@@ -75,6 +75,11 @@ class IdentitySettings(ServiceSettings):
     smtp_password_file: str = ""
     code_ttl_seconds: int = 600
     code_attempts: int = 5
+    # Wrong codes one address may send, over all its verifications, before
+    # it is locked for email_lock_window_seconds (from the failure that
+    # locked it): asking for a fresh code must not buy fresh guesses.
+    email_lock_failures: int = 10
+    email_lock_window_seconds: int = 3600
 
     # Fraud limits per scope ("ip", "mailbox", "signer", "email_domain").
     rate_limits: dict[str, RateLimit] = DEFAULT_LIMITS
