@@ -5,8 +5,10 @@ again and see "already signed". Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,20 @@ def _page_ready(driver: WebDriver) -> None:
     )
 
 
+def _sign_in(driver: WebDriver, persona: str, territory_code: str) -> None:
+    """From a petition's page, through the dev provider's form, back to the
+    page signed in."""
+    driver.find_element(By.ID, "sign-in-oidc").click()
+    _until(driver, "no dev provider form", lambda d: d.find_elements(By.ID, "persona"))
+    driver.find_element(By.ID, "persona").send_keys(persona)
+    territory = driver.find_element(By.ID, "territory")
+    territory.clear()
+    territory.send_keys(territory_code)
+    driver.find_element(By.ID, "sign-in").click()
+    _page_ready(driver)
+    _until(driver, "not signed in", lambda d: d.find_element(By.ID, "sign-button").is_displayed())
+
+
 def test_a_person_signs_in_signs_and_watches_the_counter_move(system: SystemClient, chromium: WebDriver) -> None:
     petition = system.create_petition(
         "Plant trees along every school street",
@@ -109,17 +125,8 @@ def test_a_person_signs_in_signs_and_watches_the_counter_move(system: SystemClie
     assert _text(driver, "petition-title") == "Plant trees along every school street"
     _until(driver, "the live counter did not start", lambda d: _attribute(d, "count", "data-total") == "0")
 
-    driver.find_element(By.ID, "sign-in-oidc").click()
-    _until(driver, "no dev provider form", lambda d: d.find_elements(By.ID, "persona"))
-    driver.find_element(By.ID, "persona").send_keys(persona)
-    territory = driver.find_element(By.ID, "territory")
-    territory.clear()
-    territory.send_keys("13")
-    driver.find_element(By.ID, "sign-in").click()
-
-    _page_ready(driver)
+    _sign_in(driver, persona, "13")
     assert driver.current_url == f"{system.namespace.gateway_url}/petitions/{petition.id}"
-    _until(driver, "not signed in", lambda d: d.find_element(By.ID, "sign-button").is_displayed())
     assert "FR 13" in _text(driver, "session-status")
     # Marks this document: a reload would lose the mark.
     driver.execute_script("window.sameDocument = true;")
@@ -147,3 +154,89 @@ def test_a_person_signs_in_signs_and_watches_the_counter_move(system: SystemClie
     assert _text(driver, "live-state") == "Compteur en direct."
     assert _text(driver, "count-word") == "signature"
     driver.save_screenshot(str(ARTIFACTS / "gateway-browser-french.png"))
+
+
+class ForeignSite:
+    """A page on another origin of the same site (127.0.0.1, another port),
+    as an attacker's page on a sibling subdomain would be in production."""
+
+    def __init__(self) -> None:
+        self.page = ""
+        site = self
+
+        class Serve(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = site.page.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Serve)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="foreign-site", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+@pytest.fixture
+def foreign_site() -> Iterator[ForeignSite]:
+    site = ForeignSite()
+    try:
+        yield site
+    finally:
+        site.close()
+
+
+# Both ways a page can POST without a CORS preflight, each with an empty
+# body: a fetch in no-cors mode (its answer unreadable, its effect not), then
+# a form, whose answer the browser shows.
+FORGERY = """<!doctype html>
+<html><body>
+<form id="forge" method="POST" action="{action}" enctype="application/x-www-form-urlencoded"></form>
+<script>
+  fetch("{action}", {{ method: "POST", mode: "no-cors", credentials: "include" }})
+    .catch(() => null)
+    .then(() => document.getElementById("forge").submit());
+</script>
+</body></html>
+"""
+
+
+def test_a_page_of_another_origin_cannot_sign_with_the_visitors_cookie(
+    system: SystemClient, chromium: WebDriver, foreign_site: ForeignSite
+) -> None:
+    petition = system.create_petition("Keep the library open in the evening")
+    persona = f"browser-{uuid.uuid4().hex[:8]}"
+    system.raw_identities.update({persona, f"dev-persona:{persona}"})
+    page = f"{system.namespace.gateway_url}/petitions/{petition.id}"
+    driver = chromium
+    driver.get(page)
+    _page_ready(driver)
+    _sign_in(driver, persona, "75")
+
+    # The visitor, signed in, opens the other page: its fetch and its form
+    # carry the cookie (same site) and are refused (not the same origin).
+    action = f"{system.namespace.gateway_url}/api/v1/petitions/{petition.id}/signatures"
+    foreign_site.page = FORGERY.format(action=action)
+    driver.get(foreign_site.url)
+    _until(driver, "the forged form was not sent", lambda d: d.current_url == action)
+    answer = str(driver.find_element(By.TAG_NAME, "body").text)
+    assert "CROSS_ORIGIN_REQUEST" in answer, answer
+    driver.save_screenshot(str(ARTIFACTS / "gateway-browser-forgery-refused.png"))
+
+    # The real page still signs, and it is the first signature: neither the
+    # fetch nor the form signed anything.
+    driver.get(page)
+    _page_ready(driver)
+    _until(driver, "not signed in", lambda d: d.find_element(By.ID, "sign-button").is_displayed())
+    driver.find_element(By.ID, "sign-button").click()
+    _until(driver, "no signed result", lambda d: _attribute(d, "sign-result", "data-outcome") == "accepted")

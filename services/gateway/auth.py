@@ -6,7 +6,9 @@ instead.
 
 The gateway never keeps who someone is: the ID token and the email address
 pass through to identity and are not logged; the credential only carries a
-pseudonym, and it is never logged either.
+pseudonym, and it is never logged either. What the page is told of its
+sign-in comes from a credential checked against identity's keys: a cookie
+identity did not sign is no sign-in, and is cleared.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import jwt
 from aiohttp import web
 
 from petitions.v1 import identity_pb2
+from servicekit.signer_credential import CredentialRejected, VerifiedCredential
 from services.gateway.backends import Backend
+from services.gateway.credential_keys import CredentialKeys
 from services.gateway.http_errors import ApiError, unauthenticated
 from services.gateway.inputs import Field, deadline, json_object, to_json
 from services.gateway.oidc_flow import OidcCodeFlow, SignInFailed, safe_return_path
@@ -57,29 +60,43 @@ def credential_of(request: web.Request) -> str:
     return credential
 
 
-def session_view(claims: dict[str, Any] | None, expires_at: float | None) -> dict[str, Any]:
+def signed_out() -> dict[str, Any]:
+    return {"signed_in": False}
+
+
+def session_view(method: str, country: str, territory: str, adult: bool, expires_at: float) -> dict[str, Any]:
     """What the page may know of its sign-in: how, the coarse attributes,
     until when. Not the pseudonym: the page has no use for it."""
-    if claims is None or expires_at is None or expires_at <= time.time():
-        return {"signed_in": False}
+    if expires_at <= time.time():
+        return signed_out()
     return {
         "signed_in": True,
         "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires_at)),
-        "method": _METHOD_NAMES.get(str(claims.get("mth", "")), "VERIFICATION_METHOD_UNSPECIFIED"),
-        "country": str(claims.get("cty", "")),
-        "territory": str(claims.get("ter", "")),
-        "adult": bool(claims.get("adl", False)),
+        "method": method,
+        "country": country,
+        "territory": territory,
+        "adult": adult,
     }
 
 
-def unverified_claims(credential: str) -> dict[str, Any] | None:
-    """The credential's claims for display only: signing verifies the
-    credential on every signature, the gateway has no need to."""
-    try:
-        claims: dict[str, Any] = jwt.decode(credential, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return None
-    return claims
+def verified_view(verified: VerifiedCredential) -> dict[str, Any]:
+    """The view of a credential checked against identity's keys."""
+    claims = verified.claims
+    method = _METHOD_NAMES.get(claims.method, "VERIFICATION_METHOD_UNSPECIFIED")
+    return session_view(method, claims.country, claims.territory, claims.adult, verified.expires_at)
+
+
+def issued_view(credential: identity_pb2.SignerCredential) -> dict[str, Any]:
+    """The view of a credential identity has just issued, from the claims
+    it sent along over gRPC."""
+    claims = credential.claims
+    return session_view(
+        identity_pb2.VerificationMethod.Name(claims.method),
+        claims.country,
+        claims.territory,
+        claims.adult,
+        float(credential.expires_at.seconds),
+    )
 
 
 def _with_query(path: str, **parameters: str) -> str:
@@ -87,10 +104,17 @@ def _with_query(path: str, **parameters: str) -> str:
 
 
 class SignIn:
-    def __init__(self, settings: GatewaySettings, identity: Backend[IdentityAsyncStub], flow: OidcCodeFlow):
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        identity: Backend[IdentityAsyncStub],
+        flow: OidcCodeFlow,
+        keys: CredentialKeys,
+    ):
         self._settings = settings
         self._identity = identity
         self._flow = flow
+        self._keys = keys
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -179,22 +203,27 @@ class SignIn:
             return stub.CompleteEmailVerification(complete, timeout=budget.remaining())
 
         credential = await self._identity.call(call)
-        response = web.json_response(
-            session_view(unverified_claims(credential.token), float(credential.expires_at.seconds)),
-            headers={"Cache-Control": "no-store"},
-        )
+        response = web.json_response(issued_view(credential), headers={"Cache-Control": "no-store"})
         self._hand_over(response, credential)
         return response
 
     async def session(self, request: web.Request) -> web.Response:
         credential = request.cookies.get(CREDENTIAL_COOKIE, "")
-        claims = unverified_claims(credential) if credential else None
-        expires = claims.get("exp") if claims else None
-        view = session_view(claims, float(expires) if isinstance(expires, int | float) else None)
-        return web.json_response(view, headers={"Cache-Control": "no-store"})
+        if not credential:
+            return web.json_response(signed_out(), headers={"Cache-Control": "no-store"})
+        try:
+            # Identity unreachable with no key known yet: its 503, not a
+            # "signed out" that would send a signed-in person to sign in again.
+            verified = await self._keys.verify(credential)
+        except CredentialRejected:
+            # Forged, expired or otherwise useless: the browser may forget it.
+            response = web.json_response(signed_out(), headers={"Cache-Control": "no-store"})
+            response.del_cookie(CREDENTIAL_COOKIE, path=CREDENTIAL_COOKIE_PATH)
+            return response
+        return web.json_response(verified_view(verified), headers={"Cache-Control": "no-store"})
 
     async def sign_out(self, request: web.Request) -> web.Response:
-        response = web.json_response(session_view(None, None), headers={"Cache-Control": "no-store"})
+        response = web.json_response(signed_out(), headers={"Cache-Control": "no-store"})
         response.del_cookie(CREDENTIAL_COOKIE, path=CREDENTIAL_COOKIE_PATH)
         return response
 

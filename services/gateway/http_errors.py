@@ -17,12 +17,14 @@ front end switches on, and a retry delay also becomes a Retry-After header.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod, BadStatusLine, InvalidURLError, LineTooLong, PayloadEncodingError
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
@@ -196,6 +198,39 @@ def from_http_exception(exception: web.HTTPException) -> ApiError:
             grpc.StatusCode.RESOURCE_EXHAUSTED, "BODY_TOO_LARGE", "the request body is too large", http_status=413
         )
     return ApiError(grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST", exception.reason, http_status=status)
+
+
+# The part of an aiohttp parser message before its first colon is the
+# parser's own words ("Invalid header value char"); what follows echoes the
+# request's bytes, which may hold a cookie, and is never repeated.
+_PARSER_WORDS = re.compile(r"[A-Za-z][A-Za-z0-9 -]{0,79}")
+
+
+def from_parser_error(status: int, exception: BaseException | None) -> ApiError:
+    """A request aiohttp's HTTP parser could not read: what was wrong, in
+    general words, without echoing any of it."""
+    if isinstance(exception, LineTooLong):
+        limit = exception.args[1] if len(exception.args) > 1 and isinstance(exception.args[1], int) else None
+        return ApiError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "LINE_TOO_LONG",
+            f"the request line or a header line is longer than {limit or 'the limit of'} bytes",
+            http_status=status,
+        )
+    if isinstance(exception, BadHttpMethod) and exception.line.startswith("\x16\x03"):
+        message = "this port speaks plain HTTP, not TLS"
+    elif isinstance(exception, BadStatusLine):
+        message = "the request line is not an HTTP/1.1 request line"
+    elif isinstance(exception, InvalidURLError):
+        message = "the request target is not a valid URL"
+    elif isinstance(exception, PayloadEncodingError):
+        message = "the request body does not match its Content-Length or chunked encoding"
+    else:
+        words = str(getattr(exception, "message", "")).split(":", 1)[0].strip()
+        message = "the request is not valid HTTP/1.1"
+        if _PARSER_WORDS.fullmatch(words):
+            message += f" ({words[0].lower()}{words[1:]})"
+    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST", message, http_status=status)
 
 
 def error_body(error: ApiError) -> dict[str, Any]:

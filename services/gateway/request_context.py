@@ -13,6 +13,7 @@ import grpc
 import structlog
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_protocol import RequestPayloadError
 
 from servicekit.errors import DomainError
 from services.gateway.client_ip import ClientAddress
@@ -43,6 +44,42 @@ PAGE_POLICY = (
 CLIENT_CLOSED = 499
 
 
+class AnswerBrokenOff(Exception):
+    """The answer failed after some of it was sent: nothing else can be said
+    on this connection, which aiohttp closes (its handle_error refuses to
+    answer once bytes are out)."""
+
+
+async def _send(request: web.Request, response: web.StreamResponse) -> tuple[web.StreamResponse, int]:
+    """Prepares and finishes the answer inside the middleware, instead of
+    leaving it to aiohttp once the middleware has returned: a header aiohttp
+    refuses, or any other failure to send, is then logged as an error and
+    counted as the 500 the client got, not as the status the handler chose.
+    Returns what to hand to aiohttp (a 500 when nothing was sent yet) and
+    the status the client sees."""
+    if not response.prepared and request.writer.output_size > 0:
+        # A streamed answer failed half-way and a handler answered again.
+        log.error("answer broke off while streaming", method=request.method, route=route_of(request))
+        raise AnswerBrokenOff("the answer broke off after it began")
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except asyncio.CancelledError:
+        raise
+    except ConnectionError:
+        # The client went away: aiohttp, finding the same, drops the
+        # connection quietly.
+        return response, CLIENT_CLOSED
+    except Exception:
+        log.exception(
+            "answer could not be sent", method=request.method, route=route_of(request), status=response.status
+        )
+        if request.writer.output_size > 0:
+            raise AnswerBrokenOff("the answer broke off after it began") from None
+        return error_response(internal_error()), 500
+    return response, response.status
+
+
 def route_of(request: web.Request) -> str:
     """The route pattern (bounded), never the path (it holds ids)."""
     resource = request.match_info.route.resource
@@ -63,9 +100,16 @@ def middlewares(settings: GatewaySettings) -> list[Middleware]:
         status = 500
         try:
             response = await handler(request)
-            status = response.status
+            response, status = await _send(request, response)
             return response
-        except asyncio.CancelledError:
+        except web.HTTPException as exception:
+            # Only redirects get here: answer_errors turns the rest into bodies.
+            status = exception.status
+            raise
+        except AnswerBrokenOff:
+            status = 500
+            raise
+        except (asyncio.CancelledError, ConnectionResetError):
             status = CLIENT_CLOSED
             raise
         finally:
@@ -99,6 +143,16 @@ def middlewares(settings: GatewaySettings) -> list[Middleware]:
             raise
         except ConnectionResetError:
             raise
+        except RequestPayloadError:
+            # The body broke off or broke its framing while being read: the
+            # client's fault, found after the headers were parsed.
+            return error_response(
+                ApiError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "MALFORMED_REQUEST",
+                    "the request body does not match its Content-Length or chunked encoding",
+                )
+            )
         except Exception:
             log.exception("request failed", method=request.method, route=route_of(request))
             return error_response(internal_error())
@@ -147,27 +201,34 @@ def middlewares(settings: GatewaySettings) -> list[Middleware]:
     return [observe, answer_errors, preflight, context]
 
 
+def security_headers(settings: GatewaySettings, request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Headers every answer gets; idempotent, since an answer aiohttp's
+    parser gave (services/gateway/protocol.py) gets them directly."""
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    if response.content_type == "text/html":
+        headers.setdefault("Content-Security-Policy", PAGE_POLICY)
+        headers.setdefault("X-Frame-Options", "DENY")
+    if settings.cookie_secure:
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    allowed_origins = settings.cors_origins
+    if allowed_origins and request.path.startswith("/api/"):
+        # Always, so a shared cache never hands one origin's answer
+        # (with or without its Allow-Origin) to another.
+        if "Origin" not in headers.getall(hdrs.VARY, ()):
+            headers.add(hdrs.VARY, "Origin")
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None and origin in allowed_origins:
+            headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
+            headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = CORS_EXPOSED
+
+
 def response_headers(settings: GatewaySettings) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
-    """Headers every response gets, set just before it is sent (so streams
+    """security_headers, set just before each answer is sent (so streams
     and errors get them too)."""
-    allowed_origins = frozenset(settings.cors_origins)
 
     async def add(request: web.Request, response: web.StreamResponse) -> None:
-        headers = response.headers
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "no-referrer")
-        if response.content_type == "text/html":
-            headers.setdefault("Content-Security-Policy", PAGE_POLICY)
-            headers.setdefault("X-Frame-Options", "DENY")
-        if settings.cookie_secure:
-            headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-        if allowed_origins and request.path.startswith("/api/"):
-            # Always, so a shared cache never hands one origin's answer
-            # (with or without its Allow-Origin) to another.
-            headers.add(hdrs.VARY, "Origin")
-            origin = request.headers.get(hdrs.ORIGIN)
-            if origin is not None and origin in allowed_origins:
-                headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
-                headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = CORS_EXPOSED
+        security_headers(settings, request, response)
 
     return add

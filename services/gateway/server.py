@@ -12,10 +12,13 @@ from servicekit.lifecycle import run_service
 from services.gateway.api import PublicApi
 from services.gateway.auth import SignIn
 from services.gateway.backends import Backends
+from services.gateway.credential_keys import CredentialKeys
 from services.gateway.live import LiveTallies, watch_with
 from services.gateway.oidc_flow import OidcCodeFlow, SealedCookie
 from services.gateway.pages import Pages
+from services.gateway.protocol import GatewayRunner
 from services.gateway.request_context import middlewares, response_headers
+from services.gateway.same_origin import same_origin_guard
 from services.gateway.settings import COOKIE_SECRET_FILE, GatewaySettings
 
 # Pending connections the kernel may hold while the loop accepts: a crowd
@@ -37,7 +40,7 @@ class GatewayApp:
         self._stopping = False
         self._port = 0
         self._http: aiohttp.ClientSession | None = None
-        self._runner: web.AppRunner | None = None
+        self._runner: GatewayRunner | None = None
 
     def create_app(self, http: aiohttp.ClientSession) -> web.Application:
         settings = self.settings
@@ -52,10 +55,14 @@ class GatewayApp:
             http=http,
             timeout_seconds=settings.oidc_timeout_seconds,
         )
-        app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares(settings))
+        app = web.Application(
+            client_max_size=settings.max_body_bytes,
+            middlewares=[*middlewares(settings), same_origin_guard(settings)],
+        )
         app.on_response_prepare.append(response_headers(settings))
         app.add_routes(PublicApi(settings, self.backends, self.live).routes())
-        app.add_routes(SignIn(settings, self.backends.identity, flow).routes())
+        keys = CredentialKeys(self.backends.identity, settings.request_timeout_seconds)
+        app.add_routes(SignIn(settings, self.backends.identity, flow, keys).routes())
         app.add_routes(Pages(self.backends, lambda: self._stopping).routes())
         return app
 
@@ -74,8 +81,11 @@ class GatewayApp:
     async def _start(self, http: aiohttp.ClientSession) -> None:
         app = self.create_app(http)
         await self.backends.start()
-        self._runner = web.AppRunner(
+        # The gateway's runner: what aiohttp's parser refuses gets the
+        # documented error body too (protocol.py).
+        self._runner = GatewayRunner(
             app,
+            self.settings,
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.settings.grace_seconds,

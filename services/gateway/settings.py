@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 from pydantic import field_validator
+from yarl import URL
 
 from servicekit.settings import CommonSettings
 from services.identity.settings import DEV_ISSUER
@@ -26,6 +27,12 @@ class GatewaySettings(CommonSettings):
     # The address browsers use to reach the gateway (scheme, host, port);
     # the OIDC redirect URI is built from it.
     public_url: str = "http://127.0.0.1:8080"
+    # Other origins the page itself is served at (e.g. "https://www.petitions.example"
+    # beside public_url's). A request signed in by cookie that changes
+    # something must come from one of these or from public_url's origin:
+    # SameSite alone lets any page of the same site (another port, a sibling
+    # subdomain) make a visitor's browser sign.
+    public_origins: tuple[str, ...] = ()
 
     identity_address: str = "127.0.0.1:50061"
     signing_address: str = "127.0.0.1:50062"
@@ -88,6 +95,21 @@ class GatewaySettings(CommonSettings):
             ipaddress.ip_network(network, strict=False)
         return value
 
+    @field_validator("public_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            parsed = URL(origin)
+            origin_of(origin)
+            if parsed.path not in ("", "/") or parsed.query_string or parsed.fragment or parsed.user is not None:
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], nothing after)")
+        return value
+
+    @property
+    def own_origins(self) -> frozenset[str]:
+        """The origins of the gateway's own page, as browsers write them in Origin."""
+        return frozenset({origin_of(self.public_url), *(origin_of(origin) for origin in self.public_origins)})
+
     @property
     def listen_address(self) -> str:
         return f"{self.http_host}:{self.http_port}"
@@ -99,3 +121,12 @@ class GatewaySettings(CommonSettings):
     @property
     def redirect_uri(self) -> str:
         return self.public_url.rstrip("/") + "/auth/oidc/callback"
+
+
+def origin_of(url: str) -> str:
+    """An URL's origin as a browser serialises it in Origin: lower case,
+    without the scheme's default port."""
+    parsed = URL(url)
+    if not parsed.absolute or parsed.scheme not in ("http", "https"):
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    return str(parsed.origin())
