@@ -28,7 +28,7 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from petitions.v1 import signing_pb2, signing_pb2_grpc
-from servicekit import signer_credential
+from servicekit import signer_credential, territories
 from servicekit.settings import REPO_ROOT
 from servicekit.signer_credential import SignerClaims
 
@@ -49,9 +49,10 @@ def signing_key(secrets: Path = SECRETS) -> Ed25519PrivateKey:
 
 def mint_credentials(count: int) -> list[str]:
     key = signing_key()
+    places = territories.codes()
     return [
         signer_credential.issue(
-            key, SignerClaims(uuid.uuid4().hex, "oidc", "bench", "FR", f"{i % 95 + 1:02d}", True), 3600
+            key, SignerClaims(uuid.uuid4().hex, "oidc", "bench", "FR", places[i % len(places)], True), 3600
         )[0]
         for i in range(count)
     ]

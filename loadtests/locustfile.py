@@ -41,7 +41,7 @@ from loadtests.bench_signing import signing_key
 from loadtests.bench_tally import Population
 from loadtests.scenarios import LEDGER_GLOB, RETRY_AFTER_SECONDS, SCENARIOS, SIGN_ATTEMPTS, LoadTestSettings
 from petitions.v1 import signing_pb2, signing_pb2_grpc, tally_pb2, tally_pb2_grpc
-from servicekit import signer_credential
+from servicekit import signer_credential, territories
 from servicekit.signer_credential import SignerClaims
 
 SETTINGS = LoadTestSettings()
@@ -114,6 +114,10 @@ def write_ledger(environment: Environment, **_: Any) -> None:
     LEDGER.write("worker" if isinstance(runner, WorkerRunner) else "local")
 
 
+# The crowd's homes: only codes identity would accept.
+TERRITORIES = territories.codes()
+
+
 class Persons:
     """Who signs: new people, or a fixed crowd shared by every process of
     the run (their pseudonyms derive from the run id, so all workers agree)."""
@@ -127,7 +131,7 @@ class Persons:
             index = random.randrange(SCENARIO.persons)
             signer = hashlib.sha256(f"{SETTINGS.loadtest_run_id}:{index}".encode()).hexdigest()
             # The crowd lives in one place each: the index picks it.
-            country, territory = "FR", f"{index % 95 + 1:02d}"
+            country, territory = "FR", TERRITORIES[index % len(TERRITORIES)]
         else:
             signer = secrets.token_hex(32)  # the shape of identity's HMAC pseudonym
             country, territory = self._population.place()
