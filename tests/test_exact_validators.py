@@ -30,11 +30,13 @@ from typing import Any
 
 import aiohttp
 import grpc
+import jsonschema_rs
 import pytest
 from yarl import URL
 
 from petitions.v1 import petition_pb2, signing_pb2, tally_pb2
 from services.devidp.authorization import AuthorizationRefused, AuthorizationRequest, CodeStore
+from services.gateway.pages import OPENAPI_FILE
 from tests.errors import Rejection, rejection
 from tests.gateway_http import assert_error, client_ip
 from tests.harness import REPO, Namespace
@@ -386,6 +388,26 @@ def test_dev_provider_refuses_a_sign_in_field_with_trailing_junk(suffix: str, fi
         codes.issue(DEV_AUTHORIZATION, **values)
 
 
+# The OpenAPI document publishes the petition id's pattern; JSON Schema reads
+# it as an ECMA-262 regex, where `$` is the end of the string and \A, \Z are
+# not anchors at all.
+
+
+@pytest.mark.parametrize("value", ["demo", *(f"demo{suffix}" for suffix in HTTP_JUNK.values())])
+def test_the_published_petition_id_pattern_is_exact_in_json_schema(value: str) -> None:
+    document = json.loads(OPENAPI_FILE.read_text(encoding="utf-8"))
+    schemas = [
+        parameter["schema"]
+        for path in document["paths"].values()
+        for operation in path.values()
+        for parameter in operation.get("parameters", [])
+        if parameter["name"] == "petition_id"
+    ]
+    assert schemas
+    for schema in schemas:
+        assert jsonschema_rs.validator_for(schema).is_valid(value) is (value == "demo"), schema
+
+
 # The static check: no pattern in the tree can end at a newline.
 
 SOURCE_DIRS = ("services", "servicekit", "deploy", "tools", "loadtests")
@@ -401,10 +423,14 @@ def _is_re(node: ast.expr) -> bool:
     return isinstance(node, ast.Name) and node.id == "re"
 
 
-def _compiled_names(tree: ast.Module) -> set[str]:
-    """Names bound to re.compile(...) in a module."""
+def _literal(node: ast.expr) -> str:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else ""
+
+
+def _compiled_patterns(tree: ast.Module) -> dict[str, str]:
+    """Names bound to re.compile(...) in a module, with their pattern."""
     return {
-        target.id
+        target.id: _literal(node.value.args[0]) if node.value.args else ""
         for node in ast.walk(tree)
         if isinstance(node, ast.Assign)
         and isinstance(node.value, ast.Call)
@@ -416,27 +442,33 @@ def _compiled_names(tree: ast.Module) -> set[str]:
     }
 
 
-def _pattern_flaws(path: Path, tree: ast.Module, compiled: set[str]) -> Iterator[str]:
-    """`re.match(...)` or `.match(...)` on a compiled pattern (here or
-    imported, e.g. `model.PETITION_ID.match`), and a pattern literal ending in
-    `$` (which also matches before a final newline)."""
+def _ends_at_dollar(pattern: str) -> bool:
+    return pattern.endswith("$") and not pattern.endswith("\\$")
+
+
+def _pattern_flaws(path: Path, tree: ast.Module, compiled: dict[str, str]) -> Iterator[str]:
+    """`.match(...)` (re's or a compiled pattern's, defined here or imported,
+    e.g. `model.PETITION_ID.match`): it accepts any string that merely
+    starts right; and `.search(...)` with a pattern ending in `$`, which also
+    matches before a final newline. A validator uses fullmatch."""
     where = path.relative_to(REPO)
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
             continue
         owner = node.func.value
         owner_name = owner.id if isinstance(owner, ast.Name) else owner.attr if isinstance(owner, ast.Attribute) else ""
-        if node.func.attr == "match" and (_is_re(owner) or owner_name in compiled):
+        is_pattern = owner_name in compiled and not _is_re(owner)
+        if node.func.attr == "match" and (_is_re(owner) or is_pattern):
             yield f"{where}:{node.lineno}: .match() accepts a prefix; use .fullmatch()"
-        if _is_re(owner) and node.args and isinstance(node.args[0], ast.Constant):
-            pattern = node.args[0].value
-            if isinstance(pattern, str) and pattern.endswith("$") and not pattern.endswith("\\$"):
+        if node.func.attr == "search":
+            pattern = _literal(node.args[0]) if _is_re(owner) and node.args else compiled.get(owner_name, "")
+            if (_is_re(owner) or is_pattern) and _ends_at_dollar(pattern):
                 yield f"{where}:{node.lineno}: {pattern!r} ends in $, which matches before a final newline"
 
 
 def test_no_pattern_in_the_tree_lets_a_trailing_newline_through() -> None:
     sources = list(_sources())
-    compiled = {name for _, tree in sources for name in _compiled_names(tree)}
+    compiled = {name: pattern for _, tree in sources for name, pattern in _compiled_patterns(tree).items()}
     flaws = [flaw for path, tree in sources for flaw in _pattern_flaws(path, tree, compiled)]
     assert not flaws, "\n".join(flaws)
 

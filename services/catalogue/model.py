@@ -7,10 +7,12 @@ import re
 from dataclasses import dataclass, field
 
 # Petition ids appear in URLs, Redis keys and Cassandra partition keys.
-# Use PETITION_ID.fullmatch: with `^...$` and .match, "name\n" passed, as `$`
-# also matches before a final newline. \A and \Z keep the pattern exact even
-# where someone calls .match.
-PETITION_ID = re.compile(r"\A[a-z0-9][a-z0-9-]{2,63}\Z")
+# Use PETITION_ID.fullmatch: with .match, "name\n" passed, as Python's `$`
+# also matches before a final newline. The anchors stay `^...$` because the
+# OpenAPI document publishes this pattern, and JSON Schema's patterns are
+# ECMA-262 regexes: there `$` is the end of the string, and \A, \Z are not
+# anchors at all.
+PETITION_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,63}$")
 PETITION_ID_RULE = "must be 3 to 64 characters of a-z, 0-9 and '-'"
 
 
