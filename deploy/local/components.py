@@ -126,6 +126,12 @@ transaction.state.log.num.partitions=4
 # Topics are created by `petitions migrate`, with their settings, never by accident.
 auto.create.topics.enable=false
 group.initial.rebalance.delay.ms=0
+# After kill -9 the restarted node's controller still holds the dead
+# incarnation's registration and refuses the new one (DUPLICATE_BROKER_REGISTRATION)
+# until that session expires: with the default 9 s that wait was the longest
+# part of a restart. 4 s still allows three missed heartbeats (every 1 s).
+broker.session.timeout.ms=4000
+broker.heartbeat.interval.ms=1000
 """
 
 KAFKA_LOG4J = """\

@@ -59,7 +59,8 @@ SENDS_AWAITING_ACK = Histogram(
 )
 PUBLISH_FAILURES = Counter(
     "petitions_signing_publish_failures_total",
-    "Signature-log events Kafka did not acknowledge, by cause: timeout (no answer in time) or refused.",
+    "Signature-log events Kafka did not acknowledge, by cause: timeout (no answer in time), stalled"
+    " (given up early: Kafka had acknowledged nothing for publish_stall_seconds) or refused.",
     ["cause"],
 )
 EVENTS_NOT_PUBLISHED = Counter(

@@ -143,7 +143,11 @@ class SigningApp(GrpcApp):
         catalogue = CachedCatalogue(self.store, settings.catalogue_cache_seconds)
         ledger = SignerLedger(self.redis, claim_seconds=int(settings.publish_timeout_seconds) + 20)
         publisher = SignaturePublisher(
-            self.producer, settings.signatures_topic, settings.publish_timeout_seconds, settings.max_in_flight
+            self.producer,
+            settings.signatures_topic,
+            settings.publish_timeout_seconds,
+            settings.max_in_flight,
+            settings.publish_stall_seconds,
         )
         ip_hash_secret = settings.read_secret(IP_HASH_SECRET_FILE)
         intake = SignatureIntake(
