@@ -393,7 +393,9 @@ def test_dev_provider_refuses_a_sign_in_field_with_trailing_junk(suffix: str, fi
 # not anchors at all.
 
 
-@pytest.mark.parametrize("value", ["demo", *(f"demo{suffix}" for suffix in HTTP_JUNK.values())])
+# (A lone surrogate cannot be given to jsonschema_rs, which takes UTF-8; the
+# gateway refuses one before any schema.)
+@pytest.mark.parametrize("value", ["demo", *(f"demo{suffix}" for suffix in JUNK.values())])
 def test_the_published_petition_id_pattern_is_exact_in_json_schema(value: str) -> None:
     document = json.loads(OPENAPI_FILE.read_text(encoding="utf-8"))
     schemas = [
