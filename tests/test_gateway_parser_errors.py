@@ -115,3 +115,17 @@ async def test_parser_refusals_are_counted_as_400s(system: SystemClient) -> None
     assert answer.status_line.startswith("HTTP/1.1 400"), answer
     # Counted before the answer is written: no waiting needed.
     assert _parser_refusals(await asyncio.to_thread(scrape)) == before + 1
+
+
+async def test_a_body_that_cannot_be_decoded_is_a_400_not_a_bug(system: SystemClient) -> None:
+    # Headers the parser accepts; the body fails only as the handler reads
+    # it (not gzip at all), after routing.
+    body = b"0123456789"
+    answer = await _send_raw(
+        system.namespace.ports["gateway"],
+        b"POST /api/v1/petitions/demo/signatures HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+        b"Content-Encoding: gzip\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body,
+    )
+    assert answer.status_line == "HTTP/1.1 400 Bad Request", answer
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert_error(400, json.loads(answer.body), 400, "MALFORMED_REQUEST")

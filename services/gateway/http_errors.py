@@ -200,6 +200,7 @@ def from_http_exception(exception: web.HTTPException) -> ApiError:
     return ApiError(grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST", exception.reason, http_status=status)
 
 
+BROKEN_BODY = "the request body could not be read: its length, chunked framing or Content-Encoding is broken"
 # The part of an aiohttp parser message before its first colon is the
 # parser's own words ("Invalid header value char"); what follows echoes the
 # request's bytes, which may hold a cookie, and is never repeated.
@@ -224,7 +225,7 @@ def from_parser_error(status: int, exception: BaseException | None) -> ApiError:
     elif isinstance(exception, InvalidURLError):
         message = "the request target is not a valid URL"
     elif isinstance(exception, PayloadEncodingError):
-        message = "the request body does not match its Content-Length or chunked encoding"
+        message = BROKEN_BODY
     else:
         words = str(getattr(exception, "message", "")).split(":", 1)[0].strip()
         message = "the request is not valid HTTP/1.1"

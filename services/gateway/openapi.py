@@ -346,7 +346,8 @@ def document() -> dict[str, Any]:
                         )
                     ),
                 },
-                "responses": {"200": _answer("Signed, or had already signed.", receipt)} | _errors(401, 404, 413, 415),
+                "responses": {"200": _answer("Signed, or had already signed.", receipt)}
+                | _errors(401, 403, 404, 413, 415),
             }
         },
         "/api/v1/petitions/{petition_id}/tally": {
@@ -446,19 +447,23 @@ def document() -> dict[str, Any]:
                         )
                     ),
                 },
-                "responses": {"200": _answer("Signed in.", session)} | _errors(401, 404, 413, 415),
+                "responses": {"200": _answer("Signed in.", session)} | _errors(401, 403, 404, 413, 415),
             }
         },
         "/api/v1/session": {
             "get": {
                 "operationId": "getSession",
                 "summary": "Whether this browser is signed in, how, and until when.",
+                "description": (
+                    "The credential cookie is checked against identity's keys first: one identity did not "
+                    "sign (or expired) is signed_in false, and the cookie is cleared."
+                ),
                 "responses": {"200": _answer("The sign-in.", session)} | _errors(),
             },
             "delete": {
                 "operationId": "signOut",
                 "summary": "Forgets this browser's signer credential.",
-                "responses": {"200": _answer("Signed out.", session)} | _errors(),
+                "responses": {"200": _answer("Signed out.", session)} | _errors(403, 415),
             },
         },
         "/auth/oidc/start": {
@@ -536,7 +541,13 @@ def document() -> dict[str, Any]:
             "description": (
                 "HTTP/JSON over the petition services. Bodies follow the proto3 JSON mapping of "
                 "proto/petitions/v1 with the .proto field names: 64-bit integers are strings, enums "
-                "their names, timestamps RFC 3339. Every error has the Error body."
+                "their names, timestamps RFC 3339. Every error has the Error body, even for a request "
+                "the HTTP parser cannot read (400 MALFORMED_REQUEST, or LINE_TOO_LONG past 8190 bytes). "
+                "A POST or DELETE signed in by the credential cookie must come from the gateway's own "
+                "page: its Origin one of the gateway's origins, or without Origin Sec-Fetch-Site: "
+                "same-origin; otherwise 403 CROSS_ORIGIN_REQUEST (Bearer clients are not asked). A "
+                "Content-Type other than JSON is 415 UNSUPPORTED_MEDIA_TYPE even over an empty body "
+                "(except application/octet-stream over an empty body)."
             ),
         },
         "paths": paths,

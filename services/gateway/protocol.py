@@ -98,7 +98,10 @@ class GatewayRequestHandler(RequestHandler):
         elif status == 504:
             error = ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "the request ran out of time")
         else:
-            if not isinstance(exc, AnswerBrokenOff):
+            if isinstance(exc, ConnectionError):
+                # The client left mid-request: nobody reads this answer.
+                log.debug("client gone", error=str(exc))
+            elif not isinstance(exc, AnswerBrokenOff):
                 log.error("request failed past the middlewares", exc_info=exc)
             error = internal_error()
         response = error_response(error)

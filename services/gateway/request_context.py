@@ -18,6 +18,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from servicekit.errors import DomainError
 from services.gateway.client_ip import ClientAddress
 from services.gateway.http_errors import (
+    BROKEN_BODY,
     ApiError,
     error_response,
     from_domain,
@@ -146,13 +147,7 @@ def middlewares(settings: GatewaySettings) -> list[Middleware]:
         except RequestPayloadError:
             # The body broke off or broke its framing while being read: the
             # client's fault, found after the headers were parsed.
-            return error_response(
-                ApiError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "MALFORMED_REQUEST",
-                    "the request body does not match its Content-Length or chunked encoding",
-                )
-            )
+            return error_response(ApiError(grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST", BROKEN_BODY))
         except Exception:
             log.exception("request failed", method=request.method, route=route_of(request))
             return error_response(internal_error())
