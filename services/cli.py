@@ -298,10 +298,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     SIGPIPE's default instead would also kill the process on a write to a
     closed gRPC or Redis socket, so the error is caught here."""
     try:
-        status = _run(argv)
-        # Written out here, inside the handler, rather than at interpreter
-        # exit, where a broken pipe prints "Exception ignored".
-        sys.stdout.flush()
+        try:
+            return _run(argv)
+        finally:
+            # Written out here, inside the handler, rather than at
+            # interpreter exit, where a broken pipe prints "Exception
+            # ignored"; also after a SystemExit.
+            sys.stdout.flush()
     except BrokenPipeError:
         # Nothing more can reach the reader: standard output goes to
         # /dev/null so that the interpreter's own flush at exit is silent.
@@ -309,7 +312,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return EXIT_BROKEN_PIPE
-    return status
 
 
 def _run(argv: Sequence[str] | None) -> int:
