@@ -342,6 +342,14 @@ async def test_gateway_refuses_a_listing_query_field_with_trailing_junk(
     assert_field_refused(status, body, field)
 
 
+@needs_stack
+@pytest.mark.parametrize("digits", ["%C2%B2", "1%C2%B2", "%D9%A1"])
+async def test_gateway_refuses_a_page_size_in_digits_other_than_ascii(system: SystemClient, digits: str) -> None:
+    # "²" is str.isdigit() but not int(): it used to be a 500.
+    status, body = await _http(system.namespace, "GET", f"/api/v1/petitions?page_size={digits}")
+    assert_field_refused(status, body, "page_size")
+
+
 async def _raw_request(namespace: Namespace, head: bytes) -> tuple[int, Any]:
     """One HTTP/1.1 request written byte for byte: a client library would
     refuse or re-encode the header values these tests send."""
@@ -408,6 +416,29 @@ def test_the_published_petition_id_pattern_is_exact_in_json_schema(value: str) -
     assert schemas
     for schema in schemas:
         assert jsonschema_rs.validator_for(schema).is_valid(value) is (value == "demo"), schema
+
+
+def _patterns(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str):
+                yield value
+            else:
+                yield from _patterns(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _patterns(item)
+
+
+def test_every_published_pattern_is_a_json_schema_regex_anchored_at_both_ends() -> None:
+    # A Python-only anchor (\A, \Z) is not ECMA-262: a client's validator
+    # refuses the schema, or reads the pattern as something else.
+    patterns = set(_patterns(json.loads(OPENAPI_FILE.read_text(encoding="utf-8"))))
+    assert patterns
+    for pattern in patterns:
+        assert pattern.startswith("^"), pattern
+        assert pattern.endswith("$"), pattern
+        jsonschema_rs.validator_for({"type": "string", "pattern": pattern})
 
 
 # The static check: no pattern in the tree can end at a newline.

@@ -21,7 +21,7 @@ from services.gateway.auth import credential_of
 from services.gateway.backends import Backends
 from services.gateway.caching import CachedJson, cached_answer, strong_json, weak_json
 from services.gateway.http_errors import ApiError, invalid
-from services.gateway.inputs import Deadline, Field, deadline, json_object, petition_id, text, to_json
+from services.gateway.inputs import DECIMAL, Deadline, Field, deadline, json_object, petition_id, text, to_json
 from services.gateway.live import LiveTallies, Subscription
 from services.gateway.metric_defs import TALLY_READS
 from services.gateway.request_context import CLIENT_IP
@@ -149,7 +149,8 @@ class PublicApi:
         if state_name is not None and state_name not in STATES:
             raise invalid("state", f"must be one of {', '.join(STATES)}")
         page_size_text = request.query.get("page_size", "0")
-        if not page_size_text.isdigit() or int(page_size_text) > MAX_PAGE_SIZE:
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not DECIMAL.fullmatch(page_size_text) or int(page_size_text) > MAX_PAGE_SIZE:
             raise invalid("page_size", f"must be an integer from 0 to {MAX_PAGE_SIZE}")
         page_token = text("page_token", request.query.get("page_token", ""), MAX_PAGE_TOKEN)
         listing = (

@@ -419,7 +419,7 @@ def document() -> dict[str, Any]:
                                 "email": {"type": "string", "format": "email", "maxLength": 320},
                                 # Each may be empty (not declared); a territory is a code of
                                 # the reference list, exactly (servicekit.territories).
-                                "country": {"type": "string", "pattern": "\\A(?:[A-Z]{2})?\\Z"},
+                                "country": {"type": "string", "pattern": "^(?:[A-Z]{2})?$"},
                                 "territory": {"type": "string", "enum": ["", *territories.codes()]},
                             },
                             ["email"],
