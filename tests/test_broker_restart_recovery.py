@@ -9,11 +9,14 @@ acknowledged signature is in the log afterwards."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
+import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +31,8 @@ from deploy.local.layout import Layout
 from deploy.local.stack import Stack
 from petitions.v1 import events_pb2, signing_pb2, signing_pb2_grpc
 from services.signing.settings import SigningSettings
-from tests.harness import free_port, run_cli, start_service, wait_serving
+from tests.errors import rejection
+from tests.harness import ServiceProcess, free_port, run_cli, start_service, wait_serving
 from tests.system import SystemClient, topic_partitions
 
 # Run alone, the test starts the session's services and a private broker
@@ -37,6 +41,7 @@ from tests.system import SystemClient, topic_partitions
 # 100 s idle, 180 s measured under a load average of 8. 300 s lets a loaded
 # machine finish and still stops a broker that never comes back.
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(300)]
+# (The second test reuses the broker and signs a few times: about 20 s.)
 
 # What the outside probe used: a client that gives up after 10 s.
 CLIENT_DEADLINE_SECONDS = 10.0
@@ -129,39 +134,50 @@ async def _records_at(bootstrap: str, topic: str) -> dict[tuple[int, int], bytes
     return found
 
 
-def test_signing_accepts_within_2_s_of_a_crashed_broker_being_ready(
-    system: SystemClient,
-    broker: Broker,
-    tmp_path: Path,
-    record_property: Callable[[str, object], None],
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    prefix = f"{system.namespace.topic_prefix}restart-"
+@contextlib.contextmanager
+def signing_on(
+    system: SystemClient, broker: Broker, tmp_path: Path, name: str
+) -> Iterator[tuple[str, str, ServiceProcess]]:
+    """A signing process of its own publishing to the private broker, with
+    signing's own publish timeout (10 s), as the probe ran it: the test
+    sessions' 3 s would hide a wait as long as a client's deadline. Yields
+    its address and its topic prefix."""
+    prefix = f"{system.namespace.topic_prefix}{name}-"
     env = {
         **system.namespace.env(system.stack),
         "PETITIONS_KAFKA_BOOTSTRAP": broker.bootstrap,
         "PETITIONS_TOPIC_PREFIX": prefix,
         "PETITIONS_TOPIC_REPLICATION": "1",
     }
-    # Signing's own publish timeout (10 s), as the probe ran it: the test
-    # sessions' 3 s would hide a wait as long as a client's deadline.
     env.pop("PETITIONS_PUBLISH_TIMEOUT_SECONDS")
     migrated = run_cli(env, "migrate")
     assert migrated.returncode == 0, migrated.stderr
     address = f"127.0.0.1:{free_port()}"
     signing = start_service(
-        "signing-restart",
+        f"signing-{name}",
         "services.signing",
         [],
         env,
         {"PETITIONS_GRPC_ADDRESS": address, "PETITIONS_METRICS_PORT": "0"},
         tmp_path,
     )
+    try:
+        wait_serving(signing, address)
+        yield address, prefix, signing
+    finally:
+        signing.stop()
+
+
+def test_signing_accepts_within_2_s_of_a_crashed_broker_being_ready(
+    system: SystemClient,
+    broker: Broker,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     answers: list[Answer] = []
     lock = threading.Lock()
     stop = threading.Event()
-    try:
-        wait_serving(signing, address)
+    with signing_on(system, broker, tmp_path, "restart") as (address, prefix, signing):
         petition = system.create_petition("Signed while the broker crashes")
         with ThreadPoolExecutor(max_workers=8) as pool:
             credentials = list(
@@ -242,8 +258,6 @@ def test_signing_accepts_within_2_s_of_a_crashed_broker_being_ready(
                 for thread in signers:
                     thread.join()
                 starter.shutdown()
-    finally:
-        signing.stop()
 
     after_ready = accepted_after(ready_at)
     first_accepted = min((a.ended for a in after_ready), default=float("inf")) - ready_at
@@ -260,7 +274,6 @@ def test_signing_accepts_within_2_s_of_a_crashed_broker_being_ready(
         f" ready -> first ACCEPTED {first_accepted:.2f} s; longest answer during the outage {longest:.2f} s"
         f" over {len(outage)} answers; codes seen {codes}"
     )
-    record_property("broker_restart_recovery", figures)
     with capsys.disabled():
         print(f"\n{figures}\n(signing's log: {signing.log_path})")
 
@@ -276,3 +289,49 @@ def test_signing_accepts_within_2_s_of_a_crashed_broker_being_ready(
         value = records.get((receipt.position.partition, receipt.position.offset))
         assert value is not None, f"acknowledged signature {receipt.signature_id} is not in the log"
         assert events_pb2.SignatureEvent.FromString(value).accepted.signature_id == receipt.signature_id
+
+
+def test_a_sign_its_caller_gave_up_on_leaves_no_claim_behind(
+    system: SystemClient, broker: Broker, tmp_path: Path
+) -> None:
+    """A caller whose deadline cuts a Sign off while Kafka is silent must not
+    hold the person's claim: their retry is answered for itself
+    (BROKER_UNAVAILABLE once the broker stays silent past the stall, then
+    ACCEPTED once it speaks), not SIGNATURE_IN_PROGRESS until the claim
+    expires. The broker is frozen (SIGSTOP), not killed: the connection stays
+    open and nothing is acknowledged."""
+    pid = next(item.pid for item in broker.stack.status() if item.name == "kafka")
+    assert pid is not None
+    with signing_on(system, broker, tmp_path, "cancel") as (address, _, _), contextlib.ExitStack() as thaw:
+        # Whatever happens, the broker is not left frozen for the next test
+        # (SIGCONT to a running process changes nothing).
+        thaw.callback(os.kill, pid, signal.SIGCONT)
+        petition = system.create_petition("Signed by an impatient caller")
+        token = system.credential(f"impatient-{uuid.uuid4().hex[:8]}").token
+        request = signing_pb2.SignRequest(
+            credential=token, petition_id=petition.id, idempotency_key=uuid.uuid4().hex, client_ip=client_ip()
+        )
+        with grpc.insecure_channel(address) as channel:
+            stub = signing_pb2_grpc.SigningStub(channel)
+            # Connected and the producer's metadata fresh: a first person signs.
+            first = system.credential(f"impatient-{uuid.uuid4().hex[:8]}").token
+            stub.Sign(signing_pb2.SignRequest(credential=first, petition_id=petition.id), timeout=10)
+
+            os.kill(pid, signal.SIGSTOP)
+            with pytest.raises(grpc.RpcError) as cut_off:
+                stub.Sign(request, timeout=0.5)
+            assert cut_off.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+            began = time.monotonic()
+            with pytest.raises(grpc.RpcError) as retried:
+                stub.Sign(request, timeout=CLIENT_DEADLINE_SECONDS)
+            refusal = rejection(retried.value)
+            assert (refusal.code, refusal.reason) == (grpc.StatusCode.UNAVAILABLE, "BROKER_UNAVAILABLE"), refusal
+            assert time.monotonic() - began < OUTAGE_ANSWER_BOUND_SECONDS, refusal
+
+            os.kill(pid, signal.SIGCONT)
+            receipt = stub.Sign(request, timeout=CLIENT_DEADLINE_SECONDS)
+            assert receipt.outcome == signing_pb2.SignResponse.OUTCOME_ACCEPTED
+            # The same key again: this signature, answered from the ledger.
+            again = stub.Sign(request, timeout=CLIENT_DEADLINE_SECONDS)
+            assert (again.outcome, again.signature_id) == (receipt.outcome, receipt.signature_id)

@@ -12,7 +12,7 @@ from servicekit.lifecycle import run_service
 from services.gateway.api import PublicApi
 from services.gateway.auth import SignIn
 from services.gateway.backends import Backends
-from services.gateway.credential_keys import CredentialKeys
+from services.gateway.credential_keys import identity_keys
 from services.gateway.live import LiveTallies, watch_with
 from services.gateway.oidc_flow import OidcCodeFlow, SealedCookie
 from services.gateway.pages import Pages
@@ -61,7 +61,7 @@ class GatewayApp:
         )
         app.on_response_prepare.append(response_headers(settings))
         app.add_routes(PublicApi(settings, self.backends, self.live).routes())
-        keys = CredentialKeys(self.backends.identity, settings.request_timeout_seconds)
+        keys = identity_keys(self.backends.identity, settings.request_timeout_seconds)
         app.add_routes(SignIn(settings, self.backends.identity, flow, keys).routes())
         app.add_routes(Pages(self.backends, lambda: self._stopping).routes())
         return app

@@ -18,6 +18,7 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import events_pb2, identity_pb2
+from servicekit.credential_keys import CredentialKeyCache
 from servicekit.errors import DomainError, ErrorKind, invalid
 from servicekit.rate_limits import Bucket, Refusal, client_address
 from servicekit.request_guard import RequestGuard, refusal_error
@@ -25,7 +26,7 @@ from servicekit.signer_credential import CredentialRejected, SignerClaims
 from services.catalogue.cache import CachedCatalogue
 from services.catalogue.errors import petition_not_found
 from services.catalogue.model import PETITION_ID, PETITION_ID_RULE, Petition, PetitionState
-from services.signing.credential_keys import CredentialKeyCache, IdentityKeysUnavailable
+from services.signing.credential_keys import IdentityKeysUnavailable
 from services.signing.ledger import EntryState, LedgerEntry, LedgerUnavailable, SignerLedger
 from services.signing.metric_defs import (
     SIGN_ACCEPTED,
@@ -127,7 +128,7 @@ def check_can_sign(petition: Petition | None, petition_id: str, claims: SignerCl
 class SignatureIntake:
     def __init__(
         self,
-        keys: CredentialKeyCache,
+        keys: CredentialKeyCache[IdentityKeysUnavailable],
         catalogue: CachedCatalogue,
         ledger: SignerLedger,
         publisher: SignaturePublisher,
@@ -146,6 +147,9 @@ class SignatureIntake:
         self._pending_wait_seconds = pending_wait_seconds
         self._guard = guard
         self._receipt_grace = receipt_grace_seconds
+        # Ledger writes that outlive a cancelled call (kept so they are not
+        # garbage-collected mid-flight).
+        self._detached: set[asyncio.Task[None]] = set()
 
     async def sign(self, request: SignatureRequest) -> Receipt:
         """Decides one signature, and counts the decision by reason."""
@@ -170,13 +174,27 @@ class SignatureIntake:
         idempotency_hash = _short_hash(request.idempotency_key) if request.idempotency_key else ""
         claim = LedgerEntry(EntryState.PENDING, uuid.uuid4().hex, idempotency_hash, now)
         buckets = self._guard.buckets(sign_ip=request.client_ip, sign_signer=claims.signer)
-        existing = await self._claim_or_wait(request.petition_id, claims.signer, claim, buckets)
+        try:
+            existing = await self._claim_or_wait(request.petition_id, claims.signer, claim, buckets)
+        except asyncio.CancelledError:
+            # The admission may have run before the caller gave up: release
+            # (a compare-and-delete of this request's own claim) either way.
+            self._detach(self._ledger.release(request.petition_id, claims.signer, claim))
+            raise
         if existing is not None:
             return _answer_for_existing(existing, idempotency_hash)
 
         event = self._event(request, claims, claim)
         try:
             position = await self._publisher.publish(signature_key(request.petition_id, claims.signer), event)
+        except asyncio.CancelledError:
+            # The caller gave up (its deadline, a disconnect) before Kafka
+            # answered: like a failed publish, the event may or may not be
+            # stored. Free the person's claim all the same, or every retry
+            # waits on it as SIGNATURE_IN_PROGRESS until it expires; a retry
+            # then publishes again, and the tally counts the person once.
+            self._detach(self._ledger.release(request.petition_id, claims.signer, claim))
+            raise
         except (PublishFailed, Overloaded) as error:
             await _ledger_call(self._ledger.release(request.petition_id, claims.signer, claim))
             if isinstance(error, Overloaded):
@@ -201,11 +219,32 @@ class SignatureIntake:
         # The signature is in Kafka: it counts whatever happens next. A
         # failure to record the receipt only means a later duplicate is
         # published and then ignored by the tally.
+        expires_at = self._receipt_expiry(petition)
         try:
-            await self._ledger.record(request.petition_id, claims.signer, signed, self._receipt_expiry(petition))
+            await self._ledger.record(request.petition_id, claims.signer, signed, expires_at)
+        except asyncio.CancelledError:
+            # Cancelled with the signature in Kafka: the receipt is written
+            # all the same (a SET, so writing it twice is harmless), and a
+            # retry with the same key gets this signature back.
+            self._detach(self._ledger.record(request.petition_id, claims.signer, signed, expires_at))
+            raise
         except LedgerUnavailable as error:
             log.warning("receipt not recorded", petition_id=request.petition_id, error=repr(error))
         return Receipt(Outcome.ACCEPTED, signed.signature_id, now, position)
+
+    def _detach(self, write: Awaitable[None]) -> None:
+        """Runs a ledger write to its end whatever happens to the call that
+        needed it; a failure is logged (the claim then expires by itself)."""
+
+        async def run() -> None:
+            try:
+                await write
+            except LedgerUnavailable as error:
+                log.warning("ledger write after a cancelled Sign failed", error=repr(error))
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
 
     def _receipt_expiry(self, petition: Petition) -> float | None:
         if petition.closes_at is None:

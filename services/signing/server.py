@@ -21,7 +21,7 @@ from services.catalogue.cache import CachedCatalogue
 from services.catalogue.messages import STATE_FROM_PROTO, petition_message, seconds_of, timestamp
 from services.catalogue.store import PetitionStore
 from services.signing.catalogue_admin import CatalogueAdmin
-from services.signing.credential_keys import CredentialKeyCache, IdentityKeysUnavailable
+from services.signing.credential_keys import IdentityKeysUnavailable, identity_key_cache
 from services.signing.deadlines import DeadlineCloser, PetitionEvents
 from services.signing.intake import Outcome, Receipt, SignatureIntake, SignatureRequest
 from services.signing.ledger import SignerLedger
@@ -137,7 +137,7 @@ class SigningApp(GrpcApp):
         self.producer = ReplaceableProducer(settings, linger_ms=settings.producer_linger_ms)
         self.cassandra = CassandraSession(settings)
         self.identity_channel = grpc.aio.insecure_channel(settings.identity_address)
-        self.keys = CredentialKeyCache(self.identity_channel)
+        self.keys = identity_key_cache(self.identity_channel)
         self.store = PetitionStore(self.cassandra)
         self.lookup = SignatureLookup(self.cassandra, settings.signature_partitions)
         catalogue = CachedCatalogue(self.store, settings.catalogue_cache_seconds)
