@@ -20,6 +20,7 @@ from servicekit.stores import cassandra_cluster
 from tests.harness import (
     REPO,
     Namespace,
+    PrivateRedis,
     ServiceProcess,
     free_port,
     gateway_env,
@@ -205,3 +206,13 @@ def _keep_logs(logs: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for log in logs.glob("*.log"):
         (target / log.name).write_bytes(log.read_bytes())
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

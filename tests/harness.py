@@ -19,6 +19,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from deploy.local.components import port_open
+from deploy.local.fetch import ensure_redis_server
 from servicekit.settings import CommonSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -238,3 +240,31 @@ def wait_http(service: ServiceProcess, port: int, timeout: float = 30.0) -> None
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"{service.name} not listening on {port}:\n{service.log_tail()}")
+
+
+class PrivateRedis:
+    """A redis-server of a test's own (no persistence), for tests that kill
+    Redis: the session's shared one keeps serving every other test."""
+
+    def __init__(self, data_dir: Path):
+        self.port = free_port()
+        self._data_dir = data_dir
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [ensure_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
+            cwd=self._data_dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not port_open(self.port):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(10)
+            self._process = None

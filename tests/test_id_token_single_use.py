@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,10 +25,9 @@ import redis
 from petitions.v1 import identity_pb2, identity_pb2_grpc
 from services.gateway.oidc_flow import OidcCodeFlow, SealedCookie, SignInFailed
 from tests.errors import Rejection, rejection
-from tests.harness import free_port, start_service, wait_serving
+from tests.harness import PrivateRedis, free_port, start_service, wait_serving
 from tests.system import SystemClient
 from tests.test_identity_oidc import claims, signed
-from tests.test_redis_outage import PrivateRedis
 
 pytestmark = pytest.mark.stack
 
@@ -169,16 +167,6 @@ def test_a_token_without_a_usable_subject_is_refused(system: SystemClient, subje
     """An empty subject would make everyone with one the same person; OIDC
     subjects are 1 to 255 printable ASCII characters."""
     assert_rejected(system, signed(system, claims(system, sub=subject)), "sub")
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 @contextlib.contextmanager

@@ -6,58 +6,18 @@ shared one keeps serving every other test."""
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
 
-from deploy.local.components import port_open
-from deploy.local.fetch import ensure_redis_server
 from petitions.v1 import signing_pb2, signing_pb2_grpc
 from tests.errors import rejection
-from tests.harness import free_port, start_service, wait_serving
+from tests.harness import PrivateRedis, free_port, start_service, wait_serving
 from tests.system import SystemClient
 
 pytestmark = pytest.mark.stack
-
-
-class PrivateRedis:
-    def __init__(self, data_dir: Path):
-        self.port = free_port()
-        self._data_dir = data_dir
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self._process = subprocess.Popen(
-            [ensure_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
-            cwd=self._data_dir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not port_open(self.port):
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait(10)
-            self._process = None
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def signature_key(petition_id: str, signer: str) -> bytes:
