@@ -175,6 +175,50 @@ def test_create_petition_refuses_an_eligible_country_with_trailing_junk(system: 
     assert not petition_exists(system, petition_id)
 
 
+# Free text: no control character (a NUL, an escape sequence, a bare CR
+# that rewrites a line in a terminal or a CSV); a multi-line text keeps its
+# line feeds and tabs.
+CONTROLS = {"nul": "\x00", "escape": "\x1b[2J", "cr": "\r", "del": "\x7f", "c1": "\x85"}
+
+
+@needs_stack
+@pytest.mark.parametrize("control", CONTROLS.values(), ids=CONTROLS.keys())
+@pytest.mark.parametrize(
+    ("field", "fields"),
+    [
+        ("title", lambda bad: {"title": f"A {bad} title"}),
+        ("text", lambda bad: {"text": f"First line\nsecond {bad} line"}),
+        ("author", lambda bad: {"author": f"Jean {bad}"}),
+        ("committee", lambda bad: {"committee": f"Lois {bad}"}),
+        ("thresholds[0].label", lambda bad: {"thresholds": [petition_pb2.Threshold(id="d", label=bad, signatures=5)]}),
+    ],
+    ids=["title", "text", "author", "committee", "label"],
+)
+def test_create_petition_refuses_control_characters_in_free_text(
+    system: SystemClient, control: str, field: str, fields: Callable[[str], dict[str, Any]]
+) -> None:
+    petition_id = f"t-{uuid.uuid4().hex[:12]}"
+    values = {"title": "Free text", **fields(control)}
+    title = values.pop("title")
+    refused(lambda: system.create_petition(title, id=petition_id, **values), field)
+    assert not petition_exists(system, petition_id)
+
+
+@needs_stack
+def test_a_petition_text_keeps_its_line_feeds_and_tabs(system: SystemClient) -> None:
+    text = "Considérant que :\n\t- premier point ;\n\t- second point.\n"
+    assert system.create_petition("Several lines", text=text, author="Anne-Marie Dupré").text == text
+
+
+@needs_stack
+@pytest.mark.parametrize("field", ["author", "committee"])
+def test_create_petition_refuses_a_line_of_free_text_too_long(system: SystemClient, field: str) -> None:
+    petition_id = f"t-{uuid.uuid4().hex[:12]}"
+    too_long: dict[str, Any] = {field: "x" * 201}
+    refused(lambda: system.create_petition("Long", id=petition_id, **too_long), field)
+    assert not petition_exists(system, petition_id)
+
+
 @needs_stack
 @junk
 @pytest.mark.parametrize("method", ["GetPetition", "OpenPetition", "ClosePetition"])
@@ -207,9 +251,11 @@ def test_list_petitions_refuses_a_page_token_with_trailing_junk(system: SystemCl
 # signing: moderation
 
 
-def _invalidate(system: SystemClient, petition_id: str, signers: list[str], ip_hash: str = "") -> Callable[[], object]:
+def _invalidate(
+    system: SystemClient, petition_id: str, signers: list[str], ip_hash: str = "", reason: str = "exact validators"
+) -> Callable[[], object]:
     request = signing_pb2.InvalidateSignaturesRequest(
-        petition_id=petition_id, signers=signers, ip_hash=ip_hash, reason="exact validators"
+        petition_id=petition_id, signers=signers, ip_hash=ip_hash, reason=reason
     )
     return lambda: system.signing.InvalidateSignatures(request, metadata=system.admin(), timeout=30)
 
@@ -228,6 +274,16 @@ def test_invalidate_signatures_refuses_a_field_with_trailing_junk(
     else:
         call = _invalidate(system, petition.id, [], ip_hash=hex_digits(32) + suffix)
     refused(call, field)
+    assert system.end_offsets() == ends_before, "a refused invalidation published something"
+
+
+@needs_stack
+@pytest.mark.parametrize("control", CONTROLS.values(), ids=CONTROLS.keys())
+def test_invalidate_signatures_refuses_control_characters_in_its_reason(
+    system: SystemClient, petition: petition_pb2.Petition, control: str
+) -> None:
+    ends_before = system.end_offsets()
+    refused(_invalidate(system, petition.id, [hex_digits(64)], reason=f"fraud{control}"), "reason")
     assert system.end_offsets() == ends_before, "a refused invalidation published something"
 
 

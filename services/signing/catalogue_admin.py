@@ -8,6 +8,7 @@ import uuid
 
 from petitions.v1 import signing_pb2
 from servicekit.errors import DomainError, ErrorKind, invalid
+from servicekit.text import has_control_characters
 from services.catalogue.cache import CachedCatalogue
 from services.catalogue.errors import petition_not_found
 from services.catalogue.messages import seconds_of
@@ -28,6 +29,8 @@ COUNTRY = re.compile(r"\A[A-Z]{2}\Z")
 THRESHOLD_ID = re.compile(r"\A[a-z0-9][a-z0-9-]{0,31}\Z")
 MAX_TITLE = 200
 MAX_TEXT = 10_000
+# Author, committee and threshold labels: one line each.
+MAX_LINE = 200
 
 # Which state each admin action moves a petition from and to.
 TRANSITIONS = {
@@ -47,6 +50,11 @@ def petition_from_request(request: signing_pb2.CreatePetitionRequest, now: float
         raise invalid("title", f"is longer than {MAX_TITLE} characters")
     if len(request.text) > MAX_TEXT:
         raise invalid("text", f"is longer than {MAX_TEXT} characters")
+    check_line("title", title)
+    if has_control_characters(request.text, multiline=True):
+        raise invalid("text", "must not contain control characters other than line feeds and tabs")
+    check_line("author", request.author)
+    check_line("committee", request.committee)
     opens_at = seconds_of(request.opens_at, request.HasField("opens_at"))
     closes_at = seconds_of(request.closes_at, request.HasField("closes_at"))
     if closes_at is not None and closes_at <= (opens_at if opens_at is not None else now):
@@ -61,6 +69,7 @@ def petition_from_request(request: signing_pb2.CreatePetitionRequest, now: float
             raise invalid(f"{field}.signatures", "must be positive")
         if threshold.min_territories < 0:
             raise invalid(f"{field}.min_territories", "must not be negative")
+        check_line(f"{field}.label", threshold.label)
         seen.add(threshold.id)
         thresholds.append(Threshold(threshold.id, threshold.label, threshold.signatures, threshold.min_territories))
     countries = frozenset(request.eligibility.countries)
@@ -81,6 +90,14 @@ def petition_from_request(request: signing_pb2.CreatePetitionRequest, now: float
         created_at=now,
         updated_at=now,
     )
+
+
+def check_line(field: str, value: str) -> None:
+    """A line of free text: at most MAX_LINE characters, no control character."""
+    if len(value) > MAX_LINE:
+        raise invalid(field, f"is longer than {MAX_LINE} characters")
+    if has_control_characters(value):
+        raise invalid(field, "must be one line without control characters")
 
 
 class CatalogueAdmin:

@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import events_pb2
 from servicekit.errors import DomainError, ErrorKind, invalid
+from servicekit.text import has_control_characters
 from services.catalogue.model import PETITION_ID, PETITION_ID_RULE
 from services.signing.publisher import Overloaded, PublishFailed, SignaturePublisher, signature_key
 
@@ -45,6 +46,8 @@ class Selection:
             raise invalid("petition_id", PETITION_ID_RULE)
         if not self.reason.strip() or len(self.reason) > MAX_REASON:
             raise invalid("reason", f"is required, at most {MAX_REASON} characters")
+        if has_control_characters(self.reason, multiline=True):
+            raise invalid("reason", "must not contain control characters other than line feeds and tabs")
         if len(self.signers) > MAX_SIGNERS:
             raise invalid("signers", f"at most {MAX_SIGNERS} per request")
         for index, signer in enumerate(self.signers):
