@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from deploy.local.components import port_open
 from deploy.local.fetch import ensure_redis_server
 from servicekit.settings import CommonSettings
+from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -195,51 +195,55 @@ def start_service(
     return ServiceProcess(name, process, log_path)
 
 
+def _alive(service: ServiceProcess) -> None:
+    """Fails the wait at once, with the log, when the process has exited."""
+    if service.process.poll() is not None:
+        raise RuntimeError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
+
+
 def wait_serving(service: ServiceProcess, address: str, timeout: float = 60.0) -> None:
     """Waits until the service's gRPC health check says SERVING."""
-    deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if service.process.poll() is not None:
-                raise RuntimeError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
+
+        def serving() -> bool:
+            _alive(service)
             try:
                 status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
             except grpc.RpcError:
-                status = health_pb2.HealthCheckResponse.UNKNOWN
-            if status == health_pb2.HealthCheckResponse.SERVING:
-                return
-            time.sleep(0.2)
-    raise RuntimeError(f"{service.name} not serving on {address} after {timeout:g} s:\n{service.log_tail()}")
+                return False
+            return bool(status == health_pb2.HealthCheckResponse.SERVING)
+
+        eventually(
+            serving,
+            timeout,
+            interval=0.2,
+            message=lambda: f"{service.name} not serving on {address}:\n{service.log_tail()}",
+        )
 
 
 def wait_ready(service: ServiceProcess, url: str, timeout: float = 60.0) -> None:
     """Waits until GET url answers 200 (an HTTP service's readiness probe)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if service.process.poll() is not None:
-            raise RuntimeError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
+
+    def ready() -> bool:
+        _alive(service)
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
+                return bool(response.status == 200)
         except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{service.name} not ready at {url} after {timeout:g} s:\n{service.log_tail()}")
+            return False
+
+    eventually(
+        ready, timeout, interval=0.2, message=lambda: f"{service.name} not ready at {url}:\n{service.log_tail()}"
+    )
 
 
 def wait_http(service: ServiceProcess, port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if service.process.poll() is not None:
-            raise RuntimeError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{service.name} not listening on {port}:\n{service.log_tail()}")
+    def listening() -> bool:
+        _alive(service)
+        return port_open(port)
+
+    eventually(listening, timeout, message=lambda: f"{service.name} not listening on {port}:\n{service.log_tail()}")
 
 
 class PrivateRedis:
@@ -258,10 +262,7 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while not port_open(self.port):
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
+        eventually(lambda: port_open(self.port), 10, interval=0.05, message="redis-server did not start")
 
     def kill(self) -> None:
         if self._process is not None:

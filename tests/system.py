@@ -34,6 +34,7 @@ from petitions.v1 import (
 from servicekit.settings import CommonSettings
 from servicekit.stores import cassandra_cluster
 from tests.harness import Namespace
+from tests.waiting import eventually
 
 
 async def topic_partitions(bootstrap: str, topics: list[str]) -> list[list[TopicPartition]]:
@@ -154,16 +155,21 @@ class SystemClient:
 
     def mail_to(self, address: str, timeout: float = 10.0) -> list[email.message.Message]:
         """Messages the dev SMTP sink received for address, oldest first."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def delivered() -> list[email.message.Message]:
             found = []
             for path in sorted(self.namespace.mail_dir.glob("*.eml")):
                 message = email.message_from_bytes(path.read_bytes())
                 if address in message.get_all("X-Delivered-To", []):
                     found.append(message)
-            if found or time.monotonic() > deadline:
-                return found
-            time.sleep(0.1)
+            return found
+
+        # An empty list after the timeout is an answer here (callers assert
+        # on it with their own message), not a failure of the wait.
+        try:
+            return eventually(delivered, timeout)
+        except AssertionError:
+            return []
 
     def code_sent_to(self, address: str) -> str:
         """The one-time code in the newest message to address."""
@@ -237,11 +243,7 @@ class SystemClient:
 
     def settled_tally(self, petition_id: str, timeout: float = 60.0) -> tally_pb2.PetitionTally:
         """The tally once every message in the log has been applied."""
-        deadline = time.monotonic() + timeout
-        while not self.applied_everything():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"tally has not applied the whole log after {timeout:g} s")
-            time.sleep(0.2)
+        eventually(self.applied_everything, timeout, interval=0.2, message="tally has not applied the whole log")
         # Committed offsets move only after a batch is applied, so counts
         # read after this moment include it all.
         return self.fresh_tally(petition_id)
@@ -252,14 +254,12 @@ class SystemClient:
         """A tally read from the stores after this call began (tally serves
         reads from a short-lived cache)."""
         asked_at = time.time()
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def newer() -> tally_pb2.PetitionTally | None:
             tally = self.get_tally(petition_id, tally_stub)
-            if tally.as_of.ToNanoseconds() / 1e9 >= asked_at:
-                return tally
-            if time.monotonic() > deadline:
-                raise AssertionError(f"tally served no read newer than {timeout:g} s")
-            time.sleep(0.05)
+            return tally if tally.as_of.ToNanoseconds() / 1e9 >= asked_at else None
+
+        return eventually(newer, timeout, interval=0.05, message="tally served no read newer than the call")
 
     def applied_everything(self, *, topic: str = "", group: str = "") -> bool:
         """True when the tally's consumer group (or another group, on another
