@@ -46,6 +46,7 @@ from services.gateway.oidc_flow import SealedCookie, safe_return_path
 from services.gateway.pages import OPENAPI_FILE, STATIC_DIR
 from services.gateway.settings import GatewaySettings
 from tests.gateway_http import ERROR_SCHEMA
+from tests.waiting import eventually_async
 
 
 def _rpc_error(error: DomainError) -> grpc.aio.AioRpcError:
@@ -331,11 +332,7 @@ def _tally(total: int) -> tally_pb2.PetitionTally:
 
 
 async def _until(condition: Callable[[], bool]) -> None:
-    for _ in range(200):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("not within 2 s")
+    await eventually_async(condition, 2, interval=0.01, message="not within 2 s")
 
 
 async def _first_browser(stack: contextlib.AsyncExitStack, live: LiveTallies, watch: ScriptedWatch) -> Subscription:

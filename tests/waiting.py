@@ -9,9 +9,10 @@ twin polls from a coroutine without blocking the event loop.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -45,20 +46,41 @@ def eventually(
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 
+@overload
 async def eventually_async(
-    condition: Callable[[], T | Awaitable[T | None] | None],
+    condition: Callable[[], Awaitable[T | None]],
+    timeout: float,  # noqa: ASYNC109
+    *,
+    interval: float = ...,
+    message: Message = ...,
+) -> T: ...
+
+
+@overload
+async def eventually_async(
+    condition: Callable[[], T | None],
+    timeout: float,  # noqa: ASYNC109
+    *,
+    interval: float = ...,
+    message: Message = ...,
+) -> T: ...
+
+
+async def eventually_async(
+    condition: Callable[[], Any],
     # A deadline of its own rather than asyncio.timeout: on expiry the failure
     # names what was awaited and the last value seen, not a bare cancellation.
     timeout: float,  # noqa: ASYNC109
     *,
     interval: float = 0.1,
     message: Message = "condition never held",
-) -> T:
-    """The async twin of eventually: condition may be sync or return an awaitable."""
+) -> Any:
+    """The async twin of eventually: condition is a coroutine function or a
+    plain one (a check of state the event loop's other tasks change)."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
-        value = await result if isinstance(result, Awaitable) else result
+        value = await result if inspect.isawaitable(result) else result
         if value:
             return value
         if time.monotonic() >= deadline:
