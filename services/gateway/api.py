@@ -106,16 +106,6 @@ class PublicApi:
             self._read_listing, settings.gateway_catalogue_cache_seconds, max_entries=1_000
         )
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.get("/api/v1/petitions", self.list_petitions),
-            web.get("/api/v1/petitions/{petition_id}", self.get_petition),
-            web.post("/api/v1/petitions/{petition_id}/signatures", self.sign),
-            web.get("/api/v1/petitions/{petition_id}/tally", self.get_tally),
-            web.get("/api/v1/petitions/{petition_id}/tally/live", self.live_tally, allow_head=False),
-            web.get("/api/v1/petitions/{petition_id}/open-data.{format:json|csv}", self.open_data),
-        ]
-
     # Backend reads behind the caches
 
     async def _read_tally(self, petition: str) -> TallyView:

@@ -116,16 +116,6 @@ class SignIn:
         self._flow = flow
         self._keys = keys
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.get("/auth/oidc/start", self.oidc_start, allow_head=False),
-            web.get("/auth/oidc/callback", self.oidc_callback, allow_head=False),
-            web.post("/api/v1/auth/email/start", self.email_start),
-            web.post("/api/v1/auth/email/complete", self.email_complete),
-            web.get("/api/v1/session", self.session),
-            web.delete("/api/v1/session", self.sign_out),
-        ]
-
     async def oidc_start(self, request: web.Request) -> web.Response:
         """Sends the browser to the provider; a failure comes back to the
         page as ?signin_error=REASON, since a person is looking at it."""

@@ -3,8 +3,9 @@
 Message shapes are derived from the protobuf descriptors, following the
 proto3 JSON mapping exactly as the gateway prints it (.proto field names,
 every field without presence always printed, int64 as strings, enums by
-name, timestamps in RFC 3339), so proto/ stays the one definition. Paths,
-parameters and the error body are written here.
+name, timestamps in RFC 3339), so proto/ stays the one definition. The paths are those of the
+route table the router is built from (routes.py), so a route is served
+exactly when it is documented; the error body is written here.
 
     python -m services.gateway.openapi           rewrite openapi.json
     python -m services.gateway.openapi --check   fail if it is out of date
@@ -21,11 +22,9 @@ import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from petitions.v1 import identity_pb2, petition_pb2, signing_pb2, tally_pb2
-from servicekit import territories
-from services.catalogue.model import PETITION_ID
 from services.gateway.auth import CREDENTIAL_COOKIE
-from services.gateway.inputs import MAX_CLIENT_TIMEOUT_MS, MIN_CLIENT_TIMEOUT_MS, TIMEOUT_HEADER
 from services.gateway.pages import OPENAPI_FILE
+from services.gateway.routes import ROUTES, Answer, Operation, Parameter
 
 Schema = dict[str, Any]
 
@@ -235,304 +234,80 @@ def _not_modified() -> dict[str, Any]:
     return {"304": {"description": "The client's copy (If-None-Match) is current.", "headers": CACHE_HEADERS}}
 
 
-def _parameter(name: str, where: str, schema: Schema, description: str, *, required: bool = False) -> Schema:
+SIGNED_IN: list[dict[str, list[str]]] = [{"credentialCookie": []}, {"bearer": []}]
+
+
+def _parameter(parameter: Parameter) -> Schema:
     return {
-        "name": name,
-        "in": where,
-        "required": required or where == "path",
-        "schema": schema,
-        "description": description,
+        "name": parameter.name,
+        "in": parameter.where,
+        "required": parameter.required or parameter.where == "path",
+        "schema": parameter.schema,
+        "description": parameter.description,
     }
 
 
-PETITION = _parameter(
-    "petition_id", "path", {"type": "string", "pattern": PETITION_ID.pattern}, "The petition's id, e.g. demo."
-)
-IF_NONE_MATCH = _parameter("If-None-Match", "header", {"type": "string"}, "An ETag from an earlier answer.")
-TIMEOUT = _parameter(
-    TIMEOUT_HEADER,
-    "header",
-    {"type": "integer", "minimum": MIN_CLIENT_TIMEOUT_MS, "maximum": MAX_CLIENT_TIMEOUT_MS},
-    "Answer within this many milliseconds (shortens the gateway's own budget; passed on to gRPC as the deadline).",
-)
-SIGNED_IN: list[dict[str, list[str]]] = [{"credentialCookie": []}, {"bearer": []}]
+def _response(answer: Answer, schemas: dict[str, Schema]) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": answer.description}
+    if isinstance(answer.schema, str):
+        if answer.schema not in schemas:
+            raise LookupError(f"answer {answer.status} names no schema of the document: {answer.schema}")
+        response["content"] = {answer.content_type: {"schema": _ref(answer.schema)}}
+    elif answer.schema is not None:
+        response["content"] = {answer.content_type: {"schema": answer.schema}}
+    if answer.cached:
+        response["headers"] = CACHE_HEADERS
+    return response
+
+
+def _operation(operation: Operation, schemas: dict[str, Schema]) -> dict[str, Any]:
+    described: dict[str, Any] = {"operationId": operation.operation_id, "summary": operation.summary}
+    if operation.description is not None:
+        described["description"] = operation.description
+    if operation.signed_in:
+        described["security"] = SIGNED_IN
+    if operation.parameters:
+        described["parameters"] = [_parameter(parameter) for parameter in operation.parameters]
+    if operation.body is not None:
+        body = operation.body
+        described["requestBody"] = {
+            "required": body.body_required,
+            "content": _json(_body(dict(body.properties), list(body.required))),
+        }
+    responses = {str(answer.status): _response(answer, schemas) for answer in operation.answers}
+    if operation.revalidated:
+        responses |= _not_modified()
+    if operation.errors is not None:
+        responses |= _errors(*operation.errors)
+    described["responses"] = responses
+    return described
+
+
+def _paths(schemas: dict[str, Schema]) -> dict[str, Any]:
+    """The paths of every documented route of the table the router is built from."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        if route.operation is not None:
+            paths.setdefault(route.documented_path, {})[route.method.lower()] = _operation(route.operation, schemas)
+    return paths
 
 
 def document() -> dict[str, Any]:
     components = Components()
-    petition = components.message(petition_pb2.Petition.DESCRIPTOR)
-    listing = components.message(signing_pb2.ListPetitionsResponse.DESCRIPTOR)
-    receipt = components.message(signing_pb2.SignResponse.DESCRIPTOR, omit=frozenset({"position"}))
-    tally = components.message(tally_pb2.PetitionTally.DESCRIPTOR)
-    started = components.message(identity_pb2.BeginEmailVerificationResponse.DESCRIPTOR)
+    # In this order, the order of components.schemas in the document; the
+    # route table's answers name them.
+    components.message(petition_pb2.Petition.DESCRIPTOR)
+    components.message(signing_pb2.ListPetitionsResponse.DESCRIPTOR)
+    components.message(signing_pb2.SignResponse.DESCRIPTOR, omit=frozenset({"position"}))
+    components.message(tally_pb2.PetitionTally.DESCRIPTOR)
+    components.message(identity_pb2.BeginEmailVerificationResponse.DESCRIPTOR)
     schemas = {
         **components.schemas,
         "Error": _error_schema(),
         "Session": _session_schema(),
         "OpenData": _open_data_schema(),
     }
-    session = _ref("Session")
-    paths: dict[str, Any] = {
-        "/api/v1/petitions": {
-            "get": {
-                "operationId": "listPetitions",
-                "summary": "Petitions in the catalogue, optionally only those in one state.",
-                "parameters": [
-                    _parameter(
-                        "state",
-                        "query",
-                        {
-                            "type": "string",
-                            "enum": [name for name, value in petition_pb2.PetitionState.items() if value],
-                        },
-                        "Only petitions in this state.",
-                    ),
-                    _parameter(
-                        "page_size", "query", {"type": "integer", "minimum": 0, "maximum": 500}, "0: the default."
-                    ),
-                    _parameter(
-                        "page_token", "query", {"type": "string", "maxLength": 512}, "next_page_token of a page."
-                    ),
-                    IF_NONE_MATCH,
-                    TIMEOUT,
-                ],
-                "responses": {"200": _answer("A page of petitions.", listing, CACHE_HEADERS)}
-                | _not_modified()
-                | _errors(),
-            }
-        },
-        "/api/v1/petitions/{petition_id}": {
-            "get": {
-                "operationId": "getPetition",
-                "summary": "One petition: text, state, thresholds, eligibility.",
-                "parameters": [PETITION, IF_NONE_MATCH, TIMEOUT],
-                "responses": {"200": _answer("The petition.", petition, CACHE_HEADERS)}
-                | _not_modified()
-                | _errors(404),
-            }
-        },
-        "/api/v1/petitions/{petition_id}/signatures": {
-            "post": {
-                "operationId": "signPetition",
-                "summary": "Signs the petition as the holder of the signer credential.",
-                "description": (
-                    "A person who already signed gets outcome OUTCOME_ALREADY_SIGNED (not an error). A retry "
-                    "with the same idempotency key gets the first answer and records nothing new."
-                ),
-                "security": SIGNED_IN,
-                "parameters": [
-                    PETITION,
-                    _parameter(
-                        "Idempotency-Key",
-                        "header",
-                        {"type": "string", "minLength": 8, "maxLength": 128, "pattern": "^[!-~]+$"},
-                        "Chosen by the client; generated when absent.",
-                    ),
-                    TIMEOUT,
-                ],
-                "requestBody": {
-                    "required": False,
-                    "content": _json(
-                        _body(
-                            {
-                                "idempotency_key": {
-                                    "type": "string",
-                                    "minLength": 8,
-                                    "maxLength": 128,
-                                    "pattern": "^[!-~]+$",
-                                }
-                            },
-                            [],
-                        )
-                    ),
-                },
-                "responses": {"200": _answer("Signed, or had already signed.", receipt)}
-                | _errors(401, 403, 404, 413, 415),
-            }
-        },
-        "/api/v1/petitions/{petition_id}/tally": {
-            "get": {
-                "operationId": "getTally",
-                "summary": "The petition's counts: total, by territory, by country, thresholds reached.",
-                "description": "Cacheable for a short time by browsers and CDNs; served from a coalescing cache.",
-                "parameters": [PETITION, IF_NONE_MATCH, TIMEOUT],
-                "responses": {"200": _answer("The tally.", tally, CACHE_HEADERS)} | _not_modified() | _errors(404),
-            }
-        },
-        "/api/v1/petitions/{petition_id}/tally/live": {
-            "get": {
-                "operationId": "watchTally",
-                "summary": "Server-Sent Events: event `tally` (a PetitionTally) now and at each change.",
-                "description": (
-                    "Event `paused` (an Error): tally cannot be reached, updates resume by themselves; when the "
-                    "stream then ends, the browser reconnects. Event `ended` (an Error): the stream is over for good."
-                ),
-                "parameters": [PETITION, TIMEOUT],
-                "responses": {
-                    "200": {
-                        "description": "An event stream.",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                    }
-                }
-                | _errors(404),
-            }
-        },
-        "/api/v1/petitions/{petition_id}/open-data.json": {
-            "get": {
-                "operationId": "getOpenDataJson",
-                "summary": "Open data: the counts by territory and by country, as JSON.",
-                "parameters": [PETITION, IF_NONE_MATCH, TIMEOUT],
-                "responses": {"200": _answer("The counts.", _ref("OpenData"), CACHE_HEADERS)}
-                | _not_modified()
-                | _errors(404),
-            }
-        },
-        "/api/v1/petitions/{petition_id}/open-data.csv": {
-            "get": {
-                "operationId": "getOpenDataCsv",
-                "summary": (
-                    "Open data as CSV: petition_id, as_of, scope (total, territory, country), code, name (a"
-                    " territory's), signatures."
-                ),
-                "parameters": [PETITION, IF_NONE_MATCH, TIMEOUT],
-                "responses": {
-                    "200": {
-                        "description": "The counts.",
-                        "headers": CACHE_HEADERS,
-                        "content": {"text/csv": {"schema": {"type": "string"}}},
-                    }
-                }
-                | _not_modified()
-                | _errors(404),
-            }
-        },
-        "/api/v1/auth/email/start": {
-            "post": {
-                "operationId": "startEmailVerification",
-                "summary": "Sends a one-time code to an email address.",
-                "parameters": [TIMEOUT],
-                "requestBody": {
-                    "required": True,
-                    "content": _json(
-                        _body(
-                            {
-                                "email": {"type": "string", "format": "email", "maxLength": 320},
-                                # Each may be empty (not declared); a territory is a code of
-                                # the reference list, exactly (servicekit.territories).
-                                "country": {"type": "string", "pattern": "^(?:[A-Z]{2})?$"},
-                                "territory": {"type": "string", "enum": ["", *territories.codes()]},
-                            },
-                            ["email"],
-                        )
-                    ),
-                },
-                "responses": {"200": _answer("Code sent; pass verification_id to complete.", started)}
-                | _errors(403, 413, 415),
-            }
-        },
-        "/api/v1/auth/email/complete": {
-            "post": {
-                "operationId": "completeEmailVerification",
-                "summary": "Checks the code; the signer credential is set as an HttpOnly cookie.",
-                "parameters": [TIMEOUT],
-                "requestBody": {
-                    "required": True,
-                    "content": _json(
-                        _body(
-                            {
-                                "verification_id": {"type": "string", "maxLength": 64},
-                                "code": {"type": "string", "pattern": "^[0-9]{6}$"},
-                            },
-                            ["verification_id", "code"],
-                        )
-                    ),
-                },
-                "responses": {"200": _answer("Signed in.", session)} | _errors(401, 403, 404, 413, 415),
-            }
-        },
-        "/api/v1/session": {
-            "get": {
-                "operationId": "getSession",
-                "summary": "Whether this browser is signed in, how, and until when.",
-                "description": (
-                    "The credential cookie is checked against identity's keys first: one identity did not "
-                    "sign (or expired) is signed_in false, and the cookie is cleared."
-                ),
-                "responses": {"200": _answer("The sign-in.", session)} | _errors(),
-            },
-            "delete": {
-                "operationId": "signOut",
-                "summary": "Forgets this browser's signer credential.",
-                "responses": {"200": _answer("Signed out.", session)} | _errors(403, 415),
-            },
-        },
-        "/auth/oidc/start": {
-            "get": {
-                "operationId": "startOidcSignIn",
-                "summary": "Redirects to the identity provider (authorization code flow with PKCE).",
-                "parameters": [
-                    _parameter(
-                        "return_to",
-                        "query",
-                        {"type": "string"},
-                        "A path on this site to come back to; anything else (another site, over 512 characters) "
-                        "comes back to /.",
-                    )
-                ],
-                "responses": {
-                    "302": {"description": "To the identity provider."},
-                    "303": {"description": "Back to the page with ?signin_error=REASON (provider unreachable)."},
-                }
-                | _errors(),
-            }
-        },
-        "/auth/oidc/callback": {
-            "get": {
-                "operationId": "finishOidcSignIn",
-                "summary": "Where the identity provider sends the browser back.",
-                "parameters": [
-                    _parameter("code", "query", {"type": "string"}, "The one-time code."),
-                    _parameter("state", "query", {"type": "string"}, "The state sent at the start."),
-                    _parameter("error", "query", {"type": "string"}, "The provider's refusal, if any."),
-                ],
-                "responses": {
-                    "303": {
-                        "description": (
-                            "Back to the page: signed in (the credential is an HttpOnly cookie), "
-                            "or with ?signin_error=REASON."
-                        )
-                    }
-                }
-                | _errors(),
-            }
-        },
-        "/healthz": {
-            "get": {
-                "operationId": "healthz",
-                "summary": "The process is alive.",
-                "responses": {"200": _answer("Alive.", _body({"status": {"type": "string"}}, ["status"]))},
-            }
-        },
-        "/readyz": {
-            "get": {
-                "operationId": "readyz",
-                "summary": "Every backend is reachable and the gateway is not stopping.",
-                "responses": {
-                    status: _answer(
-                        description,
-                        _body(
-                            {
-                                "status": {"type": "string", "enum": ["ready", "not_ready"]},
-                                "backends": {"type": "object", "additionalProperties": {"type": "boolean"}},
-                            },
-                            ["status", "backends"],
-                        ),
-                    )
-                    for status, description in (("200", "Ready."), ("503", "Not ready."))
-                },
-            }
-        },
-    }
+    paths = _paths(schemas)
     return {
         "openapi": "3.0.3",
         "info": {

@@ -18,6 +18,7 @@ from services.gateway.oidc_flow import OidcCodeFlow, SealedCookie
 from services.gateway.pages import Pages
 from services.gateway.protocol import GatewayRunner
 from services.gateway.request_context import middlewares, response_headers
+from services.gateway.routes import route_defs
 from services.gateway.same_origin import same_origin_guard
 from services.gateway.settings import COOKIE_SECRET_FILE, GatewaySettings
 
@@ -60,10 +61,15 @@ class GatewayApp:
             middlewares=[*middlewares(settings), same_origin_guard(settings)],
         )
         app.on_response_prepare.append(response_headers(settings))
-        app.add_routes(PublicApi(settings, self.backends, self.live).routes())
         keys = identity_keys(self.backends.identity, settings.request_timeout_seconds)
-        app.add_routes(SignIn(settings, self.backends.identity, flow, keys).routes())
-        app.add_routes(Pages(self.backends, lambda: self._stopping).routes())
+        # One route table for the router and the OpenAPI document (routes.py).
+        app.add_routes(
+            route_defs(
+                PublicApi(settings, self.backends, self.live),
+                SignIn(settings, self.backends.identity, flow, keys),
+                Pages(self.backends, lambda: self._stopping),
+            )
+        )
         return app
 
     @property
