@@ -21,16 +21,6 @@ class Pages:
         self._backends = backends
         self._stopping = stopping
 
-    def routes(self) -> list[web.AbstractRouteDef]:
-        return [
-            web.get("/", self.page),
-            web.get("/petitions/{petition_id}", self.page),
-            web.get("/openapi.json", self.openapi),
-            web.get("/healthz", self.healthz),
-            web.get("/readyz", self.readyz),
-            web.static("/static/", STATIC_DIR, show_index=False, follow_symlinks=False),
-        ]
-
     async def page(self, request: web.Request) -> web.FileResponse:
         """One page for the list and for each petition; the script reads the path."""
         return web.FileResponse(STATIC_DIR / "index.html", headers={**REVALIDATE, "Content-Type": "text/html"})
