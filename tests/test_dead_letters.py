@@ -13,7 +13,8 @@ from servicekit.lifecycle import EXIT_BACKGROUND_FAILURE
 from servicekit.settings import CommonSettings
 from services.signing.publisher import signature_key
 from tests.system import SystemClient
-from tests.tally_workers import Ledger, LogPublisher, PrivateTally, new_signer, wait_until
+from tests.tally_workers import Ledger, LogPublisher, PrivateTally, new_signer
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.stack
 
@@ -85,7 +86,7 @@ def test_a_run_of_poison_stops_the_consumer_instead_of_dead_lettering_the_log(
     key = b"one partition"
     try:
         assert publisher.publish([(key, f"garbage {i}".encode()) for i in range(CAP * 3)]) == CAP * 3
-        wait_until(lambda: not worker.alive, "the worker stopped", timeout=60)
+        eventually(lambda: not worker.alive, 60, interval=0.2, message="the worker stopped")
     finally:
         publisher.close()
         tally.stop_all()

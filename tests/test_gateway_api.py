@@ -177,12 +177,15 @@ async def test_the_tally_is_cacheable_and_a_crowd_costs_one_read(system: SystemC
             assert response.headers["Cache-Control"] == "public, max-age=1"
         assert (tally["total"], tally["by_territory"], tally["by_country"]) == ("1", {"13": "1"}, {"FR": "1"})
         assert etag.startswith('W/"')
+        # Time is the subject: the cached answer (max-age=1) must have aged
+        # out, so the next answer is a newer read of the same counts.
         await asyncio.sleep(1.2)
         # A newer read of the same counts: same (weak) ETag, so a 304.
         async with http.get(url, headers={"If-None-Match": etag}) as response:
             assert response.status == 304
 
         reads_before = await asyncio.to_thread(system.metric_value, "gateway", "petitions_gateway_tally_reads_total")
+        # Time is the subject: the cache ages out, so the crowd below meets a miss.
         await asyncio.sleep(1.1)
 
         async def read() -> int:
@@ -203,6 +206,8 @@ async def test_open_data_downloads_as_json_and_csv(system: SystemClient) -> None
         credential = await asyncio.to_thread(system.credential, f"gw-{uuid.uuid4().hex[:8]}", "FR", territory)
         await asyncio.to_thread(system.sign, credential.token, petition.id)
     await asyncio.to_thread(system.settled_tally, petition.id)
+    # Time is the subject: the gateway's one-second cache ages out, so the
+    # downloads below read the settled counts.
     await asyncio.sleep(1.1)
     base = f"{system.namespace.gateway_url}/api/v1/petitions/{petition.id}"
     async with aiohttp.ClientSession() as http:

@@ -19,6 +19,7 @@ import pytest
 from tests.gateway_http import assert_error
 from tests.harness import free_port, gateway_env, start_service, wait_ready
 from tests.system import SystemClient
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.stack
 
@@ -77,10 +78,14 @@ async def _metric(system: SystemClient, service: str, sample: str) -> float:
 
 
 async def _until_metric(system: SystemClient, service: str, sample: str, value: float, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while (seen := await _metric(system, service, sample)) != value:
-        assert time.monotonic() < deadline, f"{sample} is {seen}, expected {value}"
-        await asyncio.sleep(0.1)
+    seen: float | None = None
+
+    async def reached() -> bool:
+        nonlocal seen
+        seen = await _metric(system, service, sample)
+        return seen == value
+
+    await eventually_async(reached, seconds, message=lambda: f"{sample} is {seen}, expected {value}")
 
 
 async def test_a_browser_sees_the_tally_at_once_then_each_change(system: SystemClient) -> None:

@@ -8,8 +8,7 @@ rotation does not change the keys the rest of the suite uses."""
 from __future__ import annotations
 
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from petitions.v1 import identity_pb2, identity_pb2_grpc, signing_pb2, signing_p
 from servicekit.signer_credential import key_id
 from tests.harness import ServiceProcess, free_port, start_service, wait_serving
 from tests.system import SystemClient
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.stack
 
@@ -30,6 +30,9 @@ pytestmark = pytest.mark.stack
 # valid credential gets NOT_FOUND and an invalid one UNAUTHENTICATED, and
 # nothing is ever published.
 PROBE_PETITION = "rotation-probe"
+# How long a key change may take to be seen by both services (they rescan
+# their key directories periodically).
+ROTATION_SECONDS = 15.0
 
 
 @dataclass
@@ -52,15 +55,6 @@ class RotatingPair:
         error = raised.value
         assert isinstance(error, grpc.Call)
         return error.code()
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
 
 
 def kid_of(credential: str) -> str:
@@ -119,9 +113,17 @@ def test_rotation_keeps_credentials_in_flight_and_retirement_ends_them(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
-    assert eventually(lambda: pair.published() == {old_kid, new_kid}), "the new key was never published"
-    assert eventually(lambda: kid_of(pair.credential(system.id_token("rotating-person"))) == new_kid), (
-        "the new key never started signing"
+    eventually(
+        lambda: pair.published() == {old_kid, new_kid},
+        ROTATION_SECONDS,
+        interval=0.2,
+        message="the new key was never published",
+    )
+    eventually(
+        lambda: kid_of(pair.credential(system.id_token("rotating-person"))) == new_kid,
+        ROTATION_SECONDS,
+        interval=0.2,
+        message="the new key never started signing",
     )
     new_credential = pair.credential(system.id_token("rotating-person"))
 
@@ -130,8 +132,13 @@ def test_rotation_keeps_credentials_in_flight_and_retirement_ends_them(
     assert pair.verdict(old_credential) == grpc.StatusCode.NOT_FOUND
 
     old_file.unlink()
-    assert eventually(lambda: pair.published() == {new_kid}), "the old key was never retired"
-    assert eventually(lambda: pair.verdict(old_credential) == grpc.StatusCode.UNAUTHENTICATED), (
-        "signing still accepts a credential of a retired key"
+    eventually(
+        lambda: pair.published() == {new_kid}, ROTATION_SECONDS, interval=0.2, message="the old key was never retired"
+    )
+    eventually(
+        lambda: pair.verdict(old_credential) == grpc.StatusCode.UNAUTHENTICATED,
+        ROTATION_SECONDS,
+        interval=0.2,
+        message="signing still accepts a credential of a retired key",
     )
     assert pair.verdict(new_credential) == grpc.StatusCode.NOT_FOUND

@@ -11,7 +11,6 @@ import json
 import math
 import re
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -38,6 +37,7 @@ from services.signing.metric_defs import sign_refusal_label
 from tests.errors import rejection
 from tests.harness import REPO, ServiceProcess, free_port, wait_ready
 from tests.system import SystemClient
+from tests.waiting import eventually
 
 OBSERVABILITY = REPO / "deploy" / "observability"
 RULES = OBSERVABILITY / "prometheus" / "rules.yml"
@@ -229,14 +229,15 @@ class PrometheusApi:
 
     def wait_for(self, expression: str, accept: Any, timeout: float = SCRAPE_WAIT_SECONDS) -> list[float]:
         """Polls an instant query until accept(values) holds; returns them."""
-        deadline = time.monotonic() + timeout
-        while True:
-            values = self.values(expression)
-            if accept(values):
-                return values
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{expression} was {values} after {timeout:g} s")
-            time.sleep(0.5)
+        seen: list[float] = []
+
+        # Wrapped in a tuple so that values accepted empty still end the wait.
+        def accepted() -> tuple[list[float]] | None:
+            nonlocal seen
+            seen = self.values(expression)
+            return (seen,) if accept(seen) else None
+
+        return eventually(accepted, timeout, interval=0.5, message=lambda: f"{expression} was {seen}")[0]
 
 
 def scrape_config(targets: Mapping[str, int]) -> str:
@@ -300,13 +301,20 @@ def test_prometheus_sees_signing_the_tally_lag_and_the_recording_rules(
         petition = system.create_petition("Observed")
         # A rate needs the counter to move between two scrapes, so keep
         # signing, a few at a time, until Prometheus has seen it move.
-        deadline = time.monotonic() + SCRAPE_WAIT_SECONDS
         signed = 0
-        while signed < MIN_SIGNATURES or not any(v > 0 for v in prometheus.values(SIGN_RATE)):
-            assert time.monotonic() < deadline, f"Prometheus saw no Sign rate after {signed} signatures"
+
+        def signed_and_seen() -> bool:
+            nonlocal signed
             sign_some(system, petition.id, 3)
             signed += 3
-            time.sleep(0.3)
+            return signed >= MIN_SIGNATURES and any(v > 0 for v in prometheus.values(SIGN_RATE))
+
+        eventually(
+            signed_and_seen,
+            SCRAPE_WAIT_SECONDS,
+            interval=0.3,
+            message=lambda: f"Prometheus saw no Sign rate after {signed} signatures",
+        )
 
         assert prometheus.query('petitions_tally_consumer_lag_messages{job="tally"}'), "no lag series per partition"
         assert prometheus.query('petitions_tally_lag_seconds{job="tally"}'), "no lag in seconds"
