@@ -121,7 +121,8 @@ def test_hs256_keyed_with_the_providers_public_key_is_refused(system: SystemClie
 
 def test_unknown_kid_refetches_the_keys_once_then_refuses(system: SystemClient) -> None:
     sample = f'petitions_identity_jwks_fetches_total{{issuer="{system.namespace.devidp_url}",outcome="fetched"}}'
-    # Let the minimum refetch interval since any earlier fetch run out.
+    # Time is the subject: the minimum refetch interval since any earlier
+    # fetch must run out (no state says it has).
     time.sleep(JWKS_REFETCH_INTERVAL_SECONDS + 0.5)
     before = system.metric_value("identity", sample)
     stranger = ec.generate_private_key(ec.SECP256R1())

@@ -59,6 +59,7 @@ class DelayingProxy(grpc.GenericRpcHandler):
             if method == SIGN_METHOD:
                 with self._lock:
                     self.signs_forwarded += 1
+                # Time is the subject: the proxy delays the answer, not a state.
                 time.sleep(ANSWER_DELAY_SECONDS)
             return answer
 
