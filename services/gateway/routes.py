@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from servicekit import territories
-from services.catalogue.model import PETITION_ID
+from services.catalogue.model import PETITION_ID_SCHEMA_PATTERN
 from services.gateway.api import MAX_IDEMPOTENCY_KEY, MAX_PAGE_SIZE, MAX_PAGE_TOKEN, STATES, PublicApi
 from services.gateway.auth import SignIn
 from services.gateway.inputs import MAX_CLIENT_TIMEOUT_MS, MIN_CLIENT_TIMEOUT_MS, TIMEOUT_HEADER
@@ -98,7 +98,7 @@ class Route:
 
 
 PETITION = Parameter(
-    "petition_id", "path", {"type": "string", "pattern": PETITION_ID.pattern}, "The petition's id, e.g. demo."
+    "petition_id", "path", {"type": "string", "pattern": PETITION_ID_SCHEMA_PATTERN}, "The petition's id, e.g. demo."
 )
 IF_NONE_MATCH = Parameter("If-None-Match", "header", {"type": "string"}, "An ETag from an earlier answer.")
 TIMEOUT = Parameter(

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from servicekit.territories import is_valid as is_territory
+
 ACCEPT = "a"
 INVALIDATE = "i"
 
@@ -139,8 +141,11 @@ class Totals:
 
     @property
     def territories(self) -> int:
-        """Territories with at least one valid signature."""
-        return sum(1 for count in self.by_territory.values() if count > 0)
+        """Territories with at least one valid signature that are real
+        territories (servicekit.territories): a counter may hold codes that
+        are none, e.g. "20" let through before identity checked the reference
+        list, and those must not help a petition to a rule with legal effect."""
+        return sum(1 for code, count in self.by_territory.items() if count > 0 and is_territory(code))
 
 
 def totals_of(fields: Mapping[str, int]) -> Totals:

@@ -24,7 +24,6 @@ from cassandra import DriverException
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import events_pb2
-from servicekit import territories
 from servicekit.stores import CassandraSession, ReplaceableProducer
 from services.catalogue.cache import CachedCatalogue
 from services.catalogue.model import Threshold
@@ -43,21 +42,14 @@ class Crossing:
     reached_at: float
 
 
-def valid_territories(totals: Totals) -> int:
-    """Territories with at least one valid signature that are real
-    territories (servicekit.territories): a counter may hold codes that are
-    none, e.g. "20" let through before identity checked the reference list,
-    and those must not help a petition to a rule with legal effect."""
-    return sum(1 for code, count in totals.by_territory.items() if count > 0 and territories.is_valid(code))
-
-
 def crossed(thresholds: Iterable[Threshold], totals: Totals, already: set[str]) -> list[Threshold]:
     """The thresholds these totals satisfy that were not reached before. A
     territorial rule (e.g. 500,000 from at least 30 départements) needs both
     conditions at once."""
-    spread = valid_territories(totals)
     return [
-        t for t in thresholds if t.id not in already and totals.total >= t.signatures and spread >= t.min_territories
+        t
+        for t in thresholds
+        if t.id not in already and totals.total >= t.signatures and totals.territories >= t.min_territories
     ]
 
 
@@ -159,7 +151,7 @@ class ThresholdWatcher:
             # Milliseconds, as Cassandra keeps them, so a repeated
             # announcement (read back from the record) says the same.
             reached_at = round(time.time() * 1000) / 1000
-            crossing = Crossing(petition_id, threshold.id, totals.total, valid_territories(totals), reached_at)
+            crossing = Crossing(petition_id, threshold.id, totals.total, totals.territories, reached_at)
             if await self._store.record(crossing):
                 THRESHOLDS_CROSSED.inc()
                 self._to_announce.append(crossing)
