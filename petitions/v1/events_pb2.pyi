@@ -7,6 +7,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from petitions.v1 import identity_pb2 as _identity_pb2
+from petitions.v1 import petitions_pb2 as _petitions_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -135,33 +136,59 @@ class PetitionEvent(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     THRESHOLD_REACHED_FIELD_NUMBER: _builtins.int
-    OPENED_FIELD_NUMBER: _builtins.int
-    CLOSED_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def threshold_reached(self) -> Global___ThresholdReached: ...
     @_builtins.property
-    def opened(self) -> Global___PetitionOpened: ...
-    @_builtins.property
-    def closed(self) -> Global___PetitionClosed: ...
+    def changed(self) -> Global___PetitionChanged: ...
     def __init__(
         self,
         *,
         threshold_reached: Global___ThresholdReached | None = ...,
-        opened: Global___PetitionOpened | None = ...,
-        closed: Global___PetitionClosed | None = ...,
+        changed: Global___PetitionChanged | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["closed", b"closed", "event", b"event", "opened", b"opened", "threshold_reached", b"threshold_reached"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "event", b"event", "threshold_reached", b"threshold_reached"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closed", b"closed", "event", b"event", "opened", b"opened", "threshold_reached", b"threshold_reached"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "event", b"event", "threshold_reached", b"threshold_reached"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["threshold_reached", "opened", "closed"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["threshold_reached", "changed"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___PetitionEvent: _TypeAlias = PetitionEvent  # noqa: Y015
 
 @_typing.final
+class PetitionChanged(_message.Message):
+    """One change made by the petitions service: exactly one per audit entry,
+    published at least once (consumers key on petition id and version).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> _petitions_pb2.AuditEntry: ...
+    def __init__(
+        self,
+        *,
+        entry: _petitions_pb2.AuditEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PetitionChanged: _TypeAlias = PetitionChanged  # noqa: Y015
+
+@_typing.final
 class ThresholdReached(_message.Message):
+    """The value of every message on the compacted petition-state topic (key:
+    petition id) is a petitions.v1.Petition: the petition's whole state after
+    its latest change. Readers fold the topic from the beginning into a view
+    and keep following it.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PETITION_ID_FIELD_NUMBER: _builtins.int
@@ -192,52 +219,6 @@ class ThresholdReached(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ThresholdReached: _TypeAlias = ThresholdReached  # noqa: Y015
-
-@_typing.final
-class PetitionOpened(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    PETITION_ID_FIELD_NUMBER: _builtins.int
-    AT_FIELD_NUMBER: _builtins.int
-    petition_id: _builtins.str
-    @_builtins.property
-    def at(self) -> _timestamp_pb2.Timestamp: ...
-    def __init__(
-        self,
-        *,
-        petition_id: _builtins.str = ...,
-        at: _timestamp_pb2.Timestamp | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "petition_id", b"petition_id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PetitionOpened: _TypeAlias = PetitionOpened  # noqa: Y015
-
-@_typing.final
-class PetitionClosed(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    PETITION_ID_FIELD_NUMBER: _builtins.int
-    AT_FIELD_NUMBER: _builtins.int
-    petition_id: _builtins.str
-    @_builtins.property
-    def at(self) -> _timestamp_pb2.Timestamp: ...
-    def __init__(
-        self,
-        *,
-        petition_id: _builtins.str = ...,
-        at: _timestamp_pb2.Timestamp | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "petition_id", b"petition_id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PetitionClosed: _TypeAlias = PetitionClosed  # noqa: Y015
 
 @_typing.final
 class DeadLetter(_message.Message):

@@ -25,31 +25,45 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpetitions/v1/identity.proto\x12\x0cpetitions.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"L\n\x16\x45xchangeIdTokenRequest\x12\x10\n\x08id_token\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\t\x12\x11\n\tclient_ip\x18\x03 \x01(\t\"e\n\x1d\x42\x65ginEmailVerificationRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x11\n\tclient_ip\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x11\n\tterritory\x18\x04 \x01(\t\"i\n\x1e\x42\x65ginEmailVerificationResponse\x12\x17\n\x0fverification_id\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n CompleteEmailVerificationRequest\x12\x17\n\x0fverification_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x11\n\tclient_ip\x18\x03 \x01(\t\"}\n\x10SignerCredential\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x63laims\x18\x03 \x01(\x0b\x32\x1a.petitions.v1.SignerClaims\"\x9c\x01\n\x0cSignerClaims\x12\x0e\n\x06signer\x18\x01 \x01(\t\x12\x30\n\x06method\x18\x02 \x01(\x0e\x32 .petitions.v1.VerificationMethod\x12\x17\n\x0f\x61ssurance_level\x18\x03 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x04 \x01(\t\x12\x11\n\tterritory\x18\x05 \x01(\t\x12\r\n\x05\x61\x64ult\x18\x06 \x01(\x08\"\x1c\n\x1aGetVerificationKeysRequest\"<\n\x10VerificationKeys\x12\x11\n\tjwks_json\x18\x01 \x01(\t\x12\x15\n\rcache_seconds\x18\x02 \x01(\x05*v\n\x12VerificationMethod\x12#\n\x1fVERIFICATION_METHOD_UNSPECIFIED\x10\x00\x12\x1c\n\x18VERIFICATION_METHOD_OIDC\x10\x01\x12\x1d\n\x19VERIFICATION_METHOD_EMAIL\x10\x02\x32\xa6\x03\n\x08Identity\x12W\n\x0f\x45xchangeIdToken\x12$.petitions.v1.ExchangeIdTokenRequest\x1a\x1e.petitions.v1.SignerCredential\x12s\n\x16\x42\x65ginEmailVerification\x12+.petitions.v1.BeginEmailVerificationRequest\x1a,.petitions.v1.BeginEmailVerificationResponse\x12k\n\x19\x43ompleteEmailVerification\x12..petitions.v1.CompleteEmailVerificationRequest\x1a\x1e.petitions.v1.SignerCredential\x12_\n\x13GetVerificationKeys\x12(.petitions.v1.GetVerificationKeysRequest\x1a\x1e.petitions.v1.VerificationKeysb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpetitions/v1/identity.proto\x12\x0cpetitions.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"L\n\x16\x45xchangeIdTokenRequest\x12\x10\n\x08id_token\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\t\x12\x11\n\tclient_ip\x18\x03 \x01(\t\"}\n\x1d\x42\x65ginEmailVerificationRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x11\n\tclient_ip\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x11\n\tterritory\x18\x04 \x01(\t\x12\x16\n\x0e\x64\x65\x63lares_adult\x18\x05 \x01(\x08\"i\n\x1e\x42\x65ginEmailVerificationResponse\x12\x17\n\x0fverification_id\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n CompleteEmailVerificationRequest\x12\x17\n\x0fverification_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x11\n\tclient_ip\x18\x03 \x01(\t\"}\n\x10SignerCredential\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x63laims\x18\x03 \x01(\x0b\x32\x1a.petitions.v1.SignerClaims\"\xcb\x01\n\x0cSignerClaims\x12\x0e\n\x06signer\x18\x01 \x01(\t\x12\x30\n\x06method\x18\x02 \x01(\x0e\x32 .petitions.v1.VerificationMethod\x12\x17\n\x0f\x61ssurance_level\x18\x03 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x04 \x01(\t\x12\x11\n\tterritory\x18\x05 \x01(\t\x12\r\n\x05\x61\x64ult\x18\x06 \x01(\x08\x12-\n\x0b\x61\x64ult_basis\x18\x07 \x01(\x0e\x32\x18.petitions.v1.AdultBasis\"\x87\x01\n\x1c\x45xchangeAuthorIdTokenRequest\x12\x10\n\x08id_token\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\t\x12\x11\n\tclient_ip\x18\x03 \x01(\t\x12\x33\n\x0c\x64isplay_name\x18\x04 \x01(\x0e\x32\x1d.petitions.v1.DisplayNameForm\"w\n\x10\x41uthorCredential\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61uthor\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\"Q\n\x1b\x45xchangeStaffIdTokenRequest\x12\x10\n\x08id_token\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\t\x12\x11\n\tclient_ip\x18\x03 \x01(\t\"\x95\x01\n\x0fStaffCredential\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05staff\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12&\n\x05roles\x18\x05 \x03(\x0e\x32\x17.petitions.v1.StaffRole\"\x1c\n\x1aGetVerificationKeysRequest\"<\n\x10VerificationKeys\x12\x11\n\tjwks_json\x18\x01 \x01(\t\x12\x15\n\rcache_seconds\x18\x02 \x01(\x05*v\n\x12VerificationMethod\x12#\n\x1fVERIFICATION_METHOD_UNSPECIFIED\x10\x00\x12\x1c\n\x18VERIFICATION_METHOD_OIDC\x10\x01\x12\x1d\n\x19VERIFICATION_METHOD_EMAIL\x10\x02*\x88\x01\n\nAdultBasis\x12\x1b\n\x17\x41\x44ULT_BASIS_UNSPECIFIED\x10\x00\x12\"\n\x1e\x41\x44ULT_BASIS_VERIFIED_BIRTHDATE\x10\x01\x12\x1f\n\x1b\x41\x44ULT_BASIS_PROVIDER_POLICY\x10\x02\x12\x18\n\x14\x41\x44ULT_BASIS_DECLARED\x10\x03*\x83\x01\n\x0f\x44isplayNameForm\x12!\n\x1d\x44ISPLAY_NAME_FORM_UNSPECIFIED\x10\x00\x12,\n(DISPLAY_NAME_FORM_GIVEN_NAME_AND_INITIAL\x10\x01\x12\x1f\n\x1b\x44ISPLAY_NAME_FORM_FULL_NAME\x10\x02*u\n\tStaffRole\x12\x1a\n\x16STAFF_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14STAFF_ROLE_MODERATOR\x10\x01\x12\x14\n\x10STAFF_ROLE_CLERK\x10\x02\x12\x1c\n\x18STAFF_ROLE_ADMINISTRATOR\x10\x03\x32\xed\x04\n\x08Identity\x12W\n\x0f\x45xchangeIdToken\x12$.petitions.v1.ExchangeIdTokenRequest\x1a\x1e.petitions.v1.SignerCredential\x12\x63\n\x15\x45xchangeAuthorIdToken\x12*.petitions.v1.ExchangeAuthorIdTokenRequest\x1a\x1e.petitions.v1.AuthorCredential\x12`\n\x14\x45xchangeStaffIdToken\x12).petitions.v1.ExchangeStaffIdTokenRequest\x1a\x1d.petitions.v1.StaffCredential\x12s\n\x16\x42\x65ginEmailVerification\x12+.petitions.v1.BeginEmailVerificationRequest\x1a,.petitions.v1.BeginEmailVerificationResponse\x12k\n\x19\x43ompleteEmailVerification\x12..petitions.v1.CompleteEmailVerificationRequest\x1a\x1e.petitions.v1.SignerCredential\x12_\n\x13GetVerificationKeys\x12(.petitions.v1.GetVerificationKeysRequest\x1a\x1e.petitions.v1.VerificationKeysb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'petitions.v1.identity_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERIFICATIONMETHOD']._serialized_start=838
-  _globals['_VERIFICATIONMETHOD']._serialized_end=956
+  _globals['_VERIFICATIONMETHOD']._serialized_start=1403
+  _globals['_VERIFICATIONMETHOD']._serialized_end=1521
+  _globals['_ADULTBASIS']._serialized_start=1524
+  _globals['_ADULTBASIS']._serialized_end=1660
+  _globals['_DISPLAYNAMEFORM']._serialized_start=1663
+  _globals['_DISPLAYNAMEFORM']._serialized_end=1794
+  _globals['_STAFFROLE']._serialized_start=1796
+  _globals['_STAFFROLE']._serialized_end=1913
   _globals['_EXCHANGEIDTOKENREQUEST']._serialized_start=78
   _globals['_EXCHANGEIDTOKENREQUEST']._serialized_end=154
   _globals['_BEGINEMAILVERIFICATIONREQUEST']._serialized_start=156
-  _globals['_BEGINEMAILVERIFICATIONREQUEST']._serialized_end=257
-  _globals['_BEGINEMAILVERIFICATIONRESPONSE']._serialized_start=259
-  _globals['_BEGINEMAILVERIFICATIONRESPONSE']._serialized_end=364
-  _globals['_COMPLETEEMAILVERIFICATIONREQUEST']._serialized_start=366
-  _globals['_COMPLETEEMAILVERIFICATIONREQUEST']._serialized_end=458
-  _globals['_SIGNERCREDENTIAL']._serialized_start=460
-  _globals['_SIGNERCREDENTIAL']._serialized_end=585
-  _globals['_SIGNERCLAIMS']._serialized_start=588
-  _globals['_SIGNERCLAIMS']._serialized_end=744
-  _globals['_GETVERIFICATIONKEYSREQUEST']._serialized_start=746
-  _globals['_GETVERIFICATIONKEYSREQUEST']._serialized_end=774
-  _globals['_VERIFICATIONKEYS']._serialized_start=776
-  _globals['_VERIFICATIONKEYS']._serialized_end=836
-  _globals['_IDENTITY']._serialized_start=959
-  _globals['_IDENTITY']._serialized_end=1381
+  _globals['_BEGINEMAILVERIFICATIONREQUEST']._serialized_end=281
+  _globals['_BEGINEMAILVERIFICATIONRESPONSE']._serialized_start=283
+  _globals['_BEGINEMAILVERIFICATIONRESPONSE']._serialized_end=388
+  _globals['_COMPLETEEMAILVERIFICATIONREQUEST']._serialized_start=390
+  _globals['_COMPLETEEMAILVERIFICATIONREQUEST']._serialized_end=482
+  _globals['_SIGNERCREDENTIAL']._serialized_start=484
+  _globals['_SIGNERCREDENTIAL']._serialized_end=609
+  _globals['_SIGNERCLAIMS']._serialized_start=612
+  _globals['_SIGNERCLAIMS']._serialized_end=815
+  _globals['_EXCHANGEAUTHORIDTOKENREQUEST']._serialized_start=818
+  _globals['_EXCHANGEAUTHORIDTOKENREQUEST']._serialized_end=953
+  _globals['_AUTHORCREDENTIAL']._serialized_start=955
+  _globals['_AUTHORCREDENTIAL']._serialized_end=1074
+  _globals['_EXCHANGESTAFFIDTOKENREQUEST']._serialized_start=1076
+  _globals['_EXCHANGESTAFFIDTOKENREQUEST']._serialized_end=1157
+  _globals['_STAFFCREDENTIAL']._serialized_start=1160
+  _globals['_STAFFCREDENTIAL']._serialized_end=1309
+  _globals['_GETVERIFICATIONKEYSREQUEST']._serialized_start=1311
+  _globals['_GETVERIFICATIONKEYSREQUEST']._serialized_end=1339
+  _globals['_VERIFICATIONKEYS']._serialized_start=1341
+  _globals['_VERIFICATIONKEYS']._serialized_end=1401
+  _globals['_IDENTITY']._serialized_start=1916
+  _globals['_IDENTITY']._serialized_end=2537
 # @@protoc_insertion_point(module_scope)

@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -39,6 +41,84 @@ VERIFICATION_METHOD_OIDC: VerificationMethod.ValueType  # 1
 VERIFICATION_METHOD_EMAIL: VerificationMethod.ValueType  # 2
 """A one-time code sent to an email address."""
 Global___VerificationMethod: _TypeAlias = VerificationMethod  # noqa: Y015
+
+class _AdultBasis:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AdultBasisEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AdultBasis.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ADULT_BASIS_UNSPECIFIED: _AdultBasis.ValueType  # 0
+    """Not known to be an adult (adult is false)."""
+    ADULT_BASIS_VERIFIED_BIRTHDATE: _AdultBasis.ValueType  # 1
+    """Derived from the birthdate an identified provider gave."""
+    ADULT_BASIS_PROVIDER_POLICY: _AdultBasis.ValueType  # 2
+    """The issuer is configured as serving adults only (e.g. FranceConnect):
+    its anonymous mode then proves adulthood without a birthdate.
+    """
+    ADULT_BASIS_DECLARED: _AdultBasis.ValueType  # 3
+    """The email signer said so; nobody checked."""
+
+class AdultBasis(_AdultBasis, metaclass=_AdultBasisEnumTypeWrapper): ...
+
+ADULT_BASIS_UNSPECIFIED: AdultBasis.ValueType  # 0
+"""Not known to be an adult (adult is false)."""
+ADULT_BASIS_VERIFIED_BIRTHDATE: AdultBasis.ValueType  # 1
+"""Derived from the birthdate an identified provider gave."""
+ADULT_BASIS_PROVIDER_POLICY: AdultBasis.ValueType  # 2
+"""The issuer is configured as serving adults only (e.g. FranceConnect):
+its anonymous mode then proves adulthood without a birthdate.
+"""
+ADULT_BASIS_DECLARED: AdultBasis.ValueType  # 3
+"""The email signer said so; nobody checked."""
+Global___AdultBasis: _TypeAlias = AdultBasis  # noqa: Y015
+
+class _DisplayNameForm:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DisplayNameFormEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DisplayNameForm.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DISPLAY_NAME_FORM_UNSPECIFIED: _DisplayNameForm.ValueType  # 0
+    """Given name and the initial of the family name ("Marie D.")."""
+    DISPLAY_NAME_FORM_GIVEN_NAME_AND_INITIAL: _DisplayNameForm.ValueType  # 1
+    DISPLAY_NAME_FORM_FULL_NAME: _DisplayNameForm.ValueType  # 2
+    """Given and family names ("Marie Dupont")."""
+
+class DisplayNameForm(_DisplayNameForm, metaclass=_DisplayNameFormEnumTypeWrapper):
+    """How much of the author's verified name is published with the petition."""
+
+DISPLAY_NAME_FORM_UNSPECIFIED: DisplayNameForm.ValueType  # 0
+"""Given name and the initial of the family name ("Marie D.")."""
+DISPLAY_NAME_FORM_GIVEN_NAME_AND_INITIAL: DisplayNameForm.ValueType  # 1
+DISPLAY_NAME_FORM_FULL_NAME: DisplayNameForm.ValueType  # 2
+"""Given and family names ("Marie Dupont")."""
+Global___DisplayNameForm: _TypeAlias = DisplayNameForm  # noqa: Y015
+
+class _StaffRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StaffRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StaffRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STAFF_ROLE_UNSPECIFIED: _StaffRole.ValueType  # 0
+    STAFF_ROLE_MODERATOR: _StaffRole.ValueType  # 1
+    """Admissibility review: opens or rejects submitted petitions."""
+    STAFF_ROLE_CLERK: _StaffRole.ValueType  # 2
+    """Committee work: assignment, rapporteur, classement, outcomes, closing."""
+    STAFF_ROLE_ADMINISTRATOR: _StaffRole.ValueType  # 3
+    """Legislature end, petitions created directly, signature invalidation."""
+
+class StaffRole(_StaffRole, metaclass=_StaffRoleEnumTypeWrapper): ...
+
+STAFF_ROLE_UNSPECIFIED: StaffRole.ValueType  # 0
+STAFF_ROLE_MODERATOR: StaffRole.ValueType  # 1
+"""Admissibility review: opens or rejects submitted petitions."""
+STAFF_ROLE_CLERK: StaffRole.ValueType  # 2
+"""Committee work: assignment, rapporteur, classement, outcomes, closing."""
+STAFF_ROLE_ADMINISTRATOR: StaffRole.ValueType  # 3
+"""Legislature end, petitions created directly, signature invalidation."""
+Global___StaffRole: _TypeAlias = StaffRole  # noqa: Y015
 
 @_typing.final
 class ExchangeIdTokenRequest(_message.Message):
@@ -85,6 +165,7 @@ class BeginEmailVerificationRequest(_message.Message):
     CLIENT_IP_FIELD_NUMBER: _builtins.int
     COUNTRY_FIELD_NUMBER: _builtins.int
     TERRITORY_FIELD_NUMBER: _builtins.int
+    DECLARES_ADULT_FIELD_NUMBER: _builtins.int
     email: _builtins.str
     client_ip: _builtins.str
     country: _builtins.str
@@ -95,6 +176,11 @@ class BeginEmailVerificationRequest(_message.Message):
     servicekit/data/territories_fr.csv: "75", "2A", "971"; "20" is none).
     """
     territory: _builtins.str
+    declares_adult: _builtins.bool
+    """The person declares being 18 or over. Carried into the credential as
+    adult with adult_basis DECLARED, which only a petition type accepting
+    declared adults counts as adult.
+    """
     def __init__(
         self,
         *,
@@ -102,10 +188,11 @@ class BeginEmailVerificationRequest(_message.Message):
         client_ip: _builtins.str = ...,
         country: _builtins.str = ...,
         territory: _builtins.str = ...,
+        declares_adult: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "country", b"country", "email", b"email", "territory", b"territory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "country", b"country", "declares_adult", b"declares_adult", "email", b"email", "territory", b"territory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -206,6 +293,7 @@ class SignerClaims(_message.Message):
     COUNTRY_FIELD_NUMBER: _builtins.int
     TERRITORY_FIELD_NUMBER: _builtins.int
     ADULT_FIELD_NUMBER: _builtins.int
+    ADULT_BASIS_FIELD_NUMBER: _builtins.int
     signer: _builtins.str
     """Keyed pseudonym: HMAC(secret, issuer || subject) or of the normalised
     email, hex encoded. Stable for one person, meaningless without the key.
@@ -223,6 +311,8 @@ class SignerClaims(_message.Message):
     was not a code of the list.
     """
     adult: _builtins.bool
+    adult_basis: Global___AdultBasis.ValueType
+    """What `adult` rests on."""
     def __init__(
         self,
         *,
@@ -232,14 +322,142 @@ class SignerClaims(_message.Message):
         country: _builtins.str = ...,
         territory: _builtins.str = ...,
         adult: _builtins.bool = ...,
+        adult_basis: Global___AdultBasis.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adult", b"adult", "assurance_level", b"assurance_level", "country", b"country", "method", b"method", "signer", b"signer", "territory", b"territory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adult", b"adult", "adult_basis", b"adult_basis", "assurance_level", b"assurance_level", "country", b"country", "method", b"method", "signer", b"signer", "territory", b"territory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SignerClaims: _TypeAlias = SignerClaims  # noqa: Y015
+
+@_typing.final
+class ExchangeAuthorIdTokenRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_TOKEN_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    CLIENT_IP_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    id_token: _builtins.str
+    nonce: _builtins.str
+    client_ip: _builtins.str
+    display_name: Global___DisplayNameForm.ValueType
+    """The author's consent to publish this form of their verified name."""
+    def __init__(
+        self,
+        *,
+        id_token: _builtins.str = ...,
+        nonce: _builtins.str = ...,
+        client_ip: _builtins.str = ...,
+        display_name: Global___DisplayNameForm.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "display_name", b"display_name", "id_token", b"id_token", "nonce", b"nonce"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExchangeAuthorIdTokenRequest: _TypeAlias = ExchangeAuthorIdTokenRequest  # noqa: Y015
+
+@_typing.final
+class AuthorCredential(_message.Message):
+    """A short-lived credential that lets one identified adult deposit and edit
+    petitions. Compact JWS (EdDSA), audience "petitions-authors". Claims: sub =
+    author pseudonym, nam = display name, adl = true (verified), iat, exp, jti.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    AUTHOR_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    author: _builtins.str
+    display_name: _builtins.str
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        author: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "display_name", b"display_name", "expires_at", b"expires_at", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorCredential: _TypeAlias = AuthorCredential  # noqa: Y015
+
+@_typing.final
+class ExchangeStaffIdTokenRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_TOKEN_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    CLIENT_IP_FIELD_NUMBER: _builtins.int
+    id_token: _builtins.str
+    nonce: _builtins.str
+    client_ip: _builtins.str
+    def __init__(
+        self,
+        *,
+        id_token: _builtins.str = ...,
+        nonce: _builtins.str = ...,
+        client_ip: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "id_token", b"id_token", "nonce", b"nonce"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExchangeStaffIdTokenRequest: _TypeAlias = ExchangeStaffIdTokenRequest  # noqa: Y015
+
+@_typing.final
+class StaffCredential(_message.Message):
+    """A short-lived staff credential. Compact JWS (EdDSA), audience
+    "petitions-staff". Claims: sub = staff pseudonym, nam = staff name (staff
+    act in their own name, and the audit trail says who), rol = roles, iat,
+    exp, jti.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    STAFF_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    staff: _builtins.str
+    name: _builtins.str
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[Global___StaffRole.ValueType]: ...
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        staff: _builtins.str = ...,
+        name: _builtins.str = ...,
+        roles: _abc.Iterable[Global___StaffRole.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "name", b"name", "roles", b"roles", "staff", b"staff", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StaffCredential: _TypeAlias = StaffCredential  # noqa: Y015
 
 @_typing.final
 class GetVerificationKeysRequest(_message.Message):

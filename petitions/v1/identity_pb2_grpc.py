@@ -43,6 +43,16 @@ class IdentityStub:
                 request_serializer=petitions_dot_v1_dot_identity__pb2.ExchangeIdTokenRequest.SerializeToString,
                 response_deserializer=petitions_dot_v1_dot_identity__pb2.SignerCredential.FromString,
                 _registered_method=True)
+        self.ExchangeAuthorIdToken = channel.unary_unary(
+                '/petitions.v1.Identity/ExchangeAuthorIdToken',
+                request_serializer=petitions_dot_v1_dot_identity__pb2.ExchangeAuthorIdTokenRequest.SerializeToString,
+                response_deserializer=petitions_dot_v1_dot_identity__pb2.AuthorCredential.FromString,
+                _registered_method=True)
+        self.ExchangeStaffIdToken = channel.unary_unary(
+                '/petitions.v1.Identity/ExchangeStaffIdToken',
+                request_serializer=petitions_dot_v1_dot_identity__pb2.ExchangeStaffIdTokenRequest.SerializeToString,
+                response_deserializer=petitions_dot_v1_dot_identity__pb2.StaffCredential.FromString,
+                _registered_method=True)
         self.BeginEmailVerification = channel.unary_unary(
                 '/petitions.v1.Identity/BeginEmailVerification',
                 request_serializer=petitions_dot_v1_dot_identity__pb2.BeginEmailVerificationRequest.SerializeToString,
@@ -97,6 +107,32 @@ class IdentityServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExchangeAuthorIdToken(self, request, context):
+        """Verifies an ID token from an *identified* issuer (the second
+        FranceConnect button: names and birthdate are read) and issues an author
+        credential (audience "petitions-authors"; Sign never accepts it): the
+        author's pseudonym (the same as the person's signer pseudonym with that
+        issuer), verified adulthood, and the display name the author agreed to
+        publish. The same checks as ExchangeIdToken, and the token is spent the
+        same way. Errors as ExchangeIdToken, and FAILED_PRECONDITION
+        IDENTIFIED_SIGN_IN_REQUIRED (an anonymous issuer: no name, no birthdate)
+        or AUTHOR_NOT_ADULT (under 18, or no birthdate), with nothing spent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExchangeStaffIdToken(self, request, context):
+        """Verifies an ID token from an identified issuer for a member of staff and
+        issues a staff credential (audience "petitions-staff") carrying the roles
+        the configuration (PETITIONS_STAFF_ROLES) gives that person. Errors as
+        ExchangeIdToken, FAILED_PRECONDITION IDENTIFIED_SIGN_IN_REQUIRED, and
+        PERMISSION_DENIED NOT_STAFF (no role configured for this person).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BeginEmailVerification(self, request, context):
         """Sends a one-time code to an email address.
         Errors: INVALID_ARGUMENT on the field (email, country, territory: each
@@ -143,6 +179,16 @@ def add_IdentityServicer_to_server(servicer, server):
                     servicer.ExchangeIdToken,
                     request_deserializer=petitions_dot_v1_dot_identity__pb2.ExchangeIdTokenRequest.FromString,
                     response_serializer=petitions_dot_v1_dot_identity__pb2.SignerCredential.SerializeToString,
+            ),
+            'ExchangeAuthorIdToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExchangeAuthorIdToken,
+                    request_deserializer=petitions_dot_v1_dot_identity__pb2.ExchangeAuthorIdTokenRequest.FromString,
+                    response_serializer=petitions_dot_v1_dot_identity__pb2.AuthorCredential.SerializeToString,
+            ),
+            'ExchangeStaffIdToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExchangeStaffIdToken,
+                    request_deserializer=petitions_dot_v1_dot_identity__pb2.ExchangeStaffIdTokenRequest.FromString,
+                    response_serializer=petitions_dot_v1_dot_identity__pb2.StaffCredential.SerializeToString,
             ),
             'BeginEmailVerification': grpc.unary_unary_rpc_method_handler(
                     servicer.BeginEmailVerification,
@@ -191,6 +237,60 @@ class Identity:
             '/petitions.v1.Identity/ExchangeIdToken',
             petitions_dot_v1_dot_identity__pb2.ExchangeIdTokenRequest.SerializeToString,
             petitions_dot_v1_dot_identity__pb2.SignerCredential.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExchangeAuthorIdToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/petitions.v1.Identity/ExchangeAuthorIdToken',
+            petitions_dot_v1_dot_identity__pb2.ExchangeAuthorIdTokenRequest.SerializeToString,
+            petitions_dot_v1_dot_identity__pb2.AuthorCredential.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExchangeStaffIdToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/petitions.v1.Identity/ExchangeStaffIdToken',
+            petitions_dot_v1_dot_identity__pb2.ExchangeStaffIdTokenRequest.SerializeToString,
+            petitions_dot_v1_dot_identity__pb2.StaffCredential.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,24 @@ class IdentityStub:
       RESOURCE_EXHAUSTED (RATE_LIMITED, with a delay), PERMISSION_DENIED
         (BLOCKED).
     """
+    ExchangeAuthorIdToken: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ExchangeAuthorIdTokenRequest, _identity_pb2.AuthorCredential]
+    """Verifies an ID token from an *identified* issuer (the second
+    FranceConnect button: names and birthdate are read) and issues an author
+    credential (audience "petitions-authors"; Sign never accepts it): the
+    author's pseudonym (the same as the person's signer pseudonym with that
+    issuer), verified adulthood, and the display name the author agreed to
+    publish. The same checks as ExchangeIdToken, and the token is spent the
+    same way. Errors as ExchangeIdToken, and FAILED_PRECONDITION
+    IDENTIFIED_SIGN_IN_REQUIRED (an anonymous issuer: no name, no birthdate)
+    or AUTHOR_NOT_ADULT (under 18, or no birthdate), with nothing spent.
+    """
+    ExchangeStaffIdToken: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ExchangeStaffIdTokenRequest, _identity_pb2.StaffCredential]
+    """Verifies an ID token from an identified issuer for a member of staff and
+    issues a staff credential (audience "petitions-staff") carrying the roles
+    the configuration (PETITIONS_STAFF_ROLES) gives that person. Errors as
+    ExchangeIdToken, FAILED_PRECONDITION IDENTIFIED_SIGN_IN_REQUIRED, and
+    PERMISSION_DENIED NOT_STAFF (no role configured for this person).
+    """
     BeginEmailVerification: _grpc.UnaryUnaryMultiCallable[_identity_pb2.BeginEmailVerificationRequest, _identity_pb2.BeginEmailVerificationResponse]
     """Sends a one-time code to an email address.
     Errors: INVALID_ARGUMENT on the field (email, country, territory: each
@@ -125,6 +143,24 @@ class IdentityAsyncStub(IdentityStub):
         checked: it is not accepted, nor spent), LIMITS_UNAVAILABLE.
       RESOURCE_EXHAUSTED (RATE_LIMITED, with a delay), PERMISSION_DENIED
         (BLOCKED).
+    """
+    ExchangeAuthorIdToken: _aio.UnaryUnaryMultiCallable[_identity_pb2.ExchangeAuthorIdTokenRequest, _identity_pb2.AuthorCredential]  # type: ignore[assignment]
+    """Verifies an ID token from an *identified* issuer (the second
+    FranceConnect button: names and birthdate are read) and issues an author
+    credential (audience "petitions-authors"; Sign never accepts it): the
+    author's pseudonym (the same as the person's signer pseudonym with that
+    issuer), verified adulthood, and the display name the author agreed to
+    publish. The same checks as ExchangeIdToken, and the token is spent the
+    same way. Errors as ExchangeIdToken, and FAILED_PRECONDITION
+    IDENTIFIED_SIGN_IN_REQUIRED (an anonymous issuer: no name, no birthdate)
+    or AUTHOR_NOT_ADULT (under 18, or no birthdate), with nothing spent.
+    """
+    ExchangeStaffIdToken: _aio.UnaryUnaryMultiCallable[_identity_pb2.ExchangeStaffIdTokenRequest, _identity_pb2.StaffCredential]  # type: ignore[assignment]
+    """Verifies an ID token from an identified issuer for a member of staff and
+    issues a staff credential (audience "petitions-staff") carrying the roles
+    the configuration (PETITIONS_STAFF_ROLES) gives that person. Errors as
+    ExchangeIdToken, FAILED_PRECONDITION IDENTIFIED_SIGN_IN_REQUIRED, and
+    PERMISSION_DENIED NOT_STAFF (no role configured for this person).
     """
     BeginEmailVerification: _aio.UnaryUnaryMultiCallable[_identity_pb2.BeginEmailVerificationRequest, _identity_pb2.BeginEmailVerificationResponse]  # type: ignore[assignment]
     """Sends a one-time code to an email address.
@@ -191,6 +227,36 @@ class IdentityServicer(metaclass=_abc_1.ABCMeta):
             checked: it is not accepted, nor spent), LIMITS_UNAVAILABLE.
           RESOURCE_EXHAUSTED (RATE_LIMITED, with a delay), PERMISSION_DENIED
             (BLOCKED).
+        """
+
+    @_abc_1.abstractmethod
+    def ExchangeAuthorIdToken(
+        self,
+        request: _identity_pb2.ExchangeAuthorIdTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.AuthorCredential, _abc.Awaitable[_identity_pb2.AuthorCredential]]:
+        """Verifies an ID token from an *identified* issuer (the second
+        FranceConnect button: names and birthdate are read) and issues an author
+        credential (audience "petitions-authors"; Sign never accepts it): the
+        author's pseudonym (the same as the person's signer pseudonym with that
+        issuer), verified adulthood, and the display name the author agreed to
+        publish. The same checks as ExchangeIdToken, and the token is spent the
+        same way. Errors as ExchangeIdToken, and FAILED_PRECONDITION
+        IDENTIFIED_SIGN_IN_REQUIRED (an anonymous issuer: no name, no birthdate)
+        or AUTHOR_NOT_ADULT (under 18, or no birthdate), with nothing spent.
+        """
+
+    @_abc_1.abstractmethod
+    def ExchangeStaffIdToken(
+        self,
+        request: _identity_pb2.ExchangeStaffIdTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.StaffCredential, _abc.Awaitable[_identity_pb2.StaffCredential]]:
+        """Verifies an ID token from an identified issuer for a member of staff and
+        issues a staff credential (audience "petitions-staff") carrying the roles
+        the configuration (PETITIONS_STAFF_ROLES) gives that person. Errors as
+        ExchangeIdToken, FAILED_PRECONDITION IDENTIFIED_SIGN_IN_REQUIRED, and
+        PERMISSION_DENIED NOT_STAFF (no role configured for this person).
         """
 
     @_abc_1.abstractmethod

@@ -23,21 +23,30 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from petitions.v1 import identity_pb2 as petitions_dot_v1_dot_identity__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpetitions/v1/petition.proto\x12\x0cpetitions.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"S\n\tThreshold\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nsignatures\x18\x03 \x01(\x03\x12\x17\n\x0fmin_territories\x18\x04 \x01(\x05\"5\n\x0b\x45ligibility\x12\x11\n\tcountries\x18\x01 \x03(\t\x12\x13\n\x0b\x61\x64ults_only\x18\x02 \x01(\x08\"\x9c\x03\n\x08Petition\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x04 \x01(\t\x12*\n\x05state\x18\x05 \x01(\x0e\x32\x1b.petitions.v1.PetitionState\x12,\n\x08opens_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tcloses_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\nthresholds\x18\x08 \x03(\x0b\x32\x17.petitions.v1.Threshold\x12\x11\n\tcommittee\x18\t \x01(\t\x12.\n\x0b\x65ligibility\x18\n \x01(\x0b\x32\x19.petitions.v1.Eligibility\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x9a\x01\n\rPetitionState\x12\x1e\n\x1aPETITION_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14PETITION_STATE_DRAFT\x10\x01\x12\x17\n\x13PETITION_STATE_OPEN\x10\x02\x12\x19\n\x15PETITION_STATE_CLOSED\x10\x03\x12\x1b\n\x17PETITION_STATE_REJECTED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpetitions/v1/petition.proto\x12\x0cpetitions.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpetitions/v1/identity.proto\"S\n\tThreshold\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nsignatures\x18\x03 \x01(\x03\x12\x17\n\x0fmin_territories\x18\x04 \x01(\x05\"\x88\x01\n\x0b\x45ligibility\x12\x11\n\tcountries\x18\x01 \x03(\t\x12\x13\n\x0b\x61\x64ults_only\x18\x02 \x01(\x08\x12\x31\n\x07methods\x18\x03 \x03(\x0e\x32 .petitions.v1.VerificationMethod\x12\x1e\n\x16\x61\x63\x63\x65pt_declared_adults\x18\x04 \x01(\x08\"K\n\tRejection\x12\x13\n\x0breason_code\x18\x01 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x02 \x01(\t\x12\x14\n\x0c\x64uplicate_of\x18\x03 \x01(\t\"\xed\x01\n\x07Outcome\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.petitions.v1.Outcome.Kind\x12(\n\x04\x64\x61te\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05links\x18\x04 \x03(\t\x12/\n\x0brecorded_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_RESPONSE\x10\x01\x12\x0f\n\x0bKIND_DEBATE\x10\x02\"\x90\x01\n\x13\x43ommitteeAssignment\x12\x11\n\tcommittee\x18\x01 \x01(\t\x12\x12\n\nrapporteur\x18\x02 \x01(\t\x12\x13\n\x0b\x61ssigned_by\x18\x03 \x01(\t\x12\x0c\n\x04note\x18\x04 \x01(\t\x12/\n\x0b\x61ssigned_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xac\x06\n\x08Petition\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x04 \x01(\t\x12*\n\x05state\x18\x05 \x01(\x0e\x32\x1b.petitions.v1.PetitionState\x12,\n\x08opens_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tcloses_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\nthresholds\x18\x08 \x03(\x0b\x32\x17.petitions.v1.Threshold\x12\x11\n\tcommittee\x18\t \x01(\t\x12.\n\x0b\x65ligibility\x18\n \x01(\x0b\x32\x19.petitions.v1.Eligibility\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04type\x18\r \x01(\t\x12\x13\n\x0blegislature\x18\x0e \x01(\t\x12\x13\n\x0b\x61uthor_name\x18\x0f \x01(\t\x12\x10\n\x08sponsors\x18\x10 \x01(\x05\x12\x19\n\x11sponsors_required\x18\x11 \x01(\x05\x12*\n\trejection\x18\x12 \x01(\x0b\x32\x17.petitions.v1.Rejection\x12\x12\n\nrapporteur\x18\x13 \x01(\t\x12\'\n\x08outcomes\x18\x14 \x03(\x0b\x32\x15.petitions.v1.Outcome\x12\x0f\n\x07version\x18\x15 \x01(\x03\x12\x15\n\rclosed_reason\x18\x16 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x17 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ndecided_at\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x0b\x61ssignments\x18\x19 \x03(\x0b\x32!.petitions.v1.CommitteeAssignment*\xd2\x02\n\rPetitionState\x12\x1e\n\x1aPETITION_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14PETITION_STATE_DRAFT\x10\x01\x12\x17\n\x13PETITION_STATE_OPEN\x10\x02\x12\x19\n\x15PETITION_STATE_CLOSED\x10\x03\x12\x1b\n\x17PETITION_STATE_REJECTED\x10\x04\x12%\n!PETITION_STATE_GATHERING_SPONSORS\x10\x05\x12\x1c\n\x18PETITION_STATE_SUBMITTED\x10\x06\x12\x1a\n\x16PETITION_STATE_CLASSED\x10\x07\x12\x1c\n\x18PETITION_STATE_RESPONDED\x10\x08\x12\x1a\n\x16PETITION_STATE_DEBATED\x10\t\x12\x1b\n\x17PETITION_STATE_ARCHIVED\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'petitions.v1.petition_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PETITIONSTATE']._serialized_start=634
-  _globals['_PETITIONSTATE']._serialized_end=788
-  _globals['_THRESHOLD']._serialized_start=78
-  _globals['_THRESHOLD']._serialized_end=161
-  _globals['_ELIGIBILITY']._serialized_start=163
-  _globals['_ELIGIBILITY']._serialized_end=216
-  _globals['_PETITION']._serialized_start=219
-  _globals['_PETITION']._serialized_end=631
+  _globals['_PETITIONSTATE']._serialized_start=1611
+  _globals['_PETITIONSTATE']._serialized_end=1949
+  _globals['_THRESHOLD']._serialized_start=107
+  _globals['_THRESHOLD']._serialized_end=190
+  _globals['_ELIGIBILITY']._serialized_start=193
+  _globals['_ELIGIBILITY']._serialized_end=329
+  _globals['_REJECTION']._serialized_start=331
+  _globals['_REJECTION']._serialized_end=406
+  _globals['_OUTCOME']._serialized_start=409
+  _globals['_OUTCOME']._serialized_end=646
+  _globals['_OUTCOME_KIND']._serialized_start=582
+  _globals['_OUTCOME_KIND']._serialized_end=646
+  _globals['_COMMITTEEASSIGNMENT']._serialized_start=649
+  _globals['_COMMITTEEASSIGNMENT']._serialized_end=793
+  _globals['_PETITION']._serialized_start=796
+  _globals['_PETITION']._serialized_end=1608
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from petitions.v1 import identity_pb2 as _identity_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -31,10 +32,24 @@ class _PetitionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Petitio
     PETITION_STATE_OPEN: _PetitionState.ValueType  # 2
     PETITION_STATE_CLOSED: _PetitionState.ValueType  # 3
     PETITION_STATE_REJECTED: _PetitionState.ValueType  # 4
+    PETITION_STATE_GATHERING_SPONSORS: _PetitionState.ValueType  # 5
+    PETITION_STATE_SUBMITTED: _PetitionState.ValueType  # 6
+    PETITION_STATE_CLASSED: _PetitionState.ValueType  # 7
+    PETITION_STATE_RESPONDED: _PetitionState.ValueType  # 8
+    PETITION_STATE_DEBATED: _PetitionState.ValueType  # 9
+    PETITION_STATE_ARCHIVED: _PetitionState.ValueType  # 10
 
 class PetitionState(_PetitionState, metaclass=_PetitionStateEnumTypeWrapper):
-    """Lifecycle of a petition. Only OPEN petitions inside their opening window
-    accept signatures.
+    """Lifecycle of a petition (services/petitions/lifecycle.py is the one
+    statement of which move is legal). Only OPEN petitions inside their opening
+    window accept signatures.
+
+      DRAFT ─▶ GATHERING_SPONSORS (the type needs sponsors) ─▶ SUBMITTED
+      DRAFT ─▶ SUBMITTED (no sponsors needed)
+      SUBMITTED ─▶ OPEN | REJECTED (moderator)
+      OPEN ─▶ CLOSED (deadline, or staff) | CLASSED (filed by its committee)
+      CLOSED | CLASSED | RESPONDED ─▶ RESPONDED; CLOSED | CLASSED | RESPONDED | DEBATED ─▶ DEBATED
+      any state but ARCHIVED ─▶ ARCHIVED (end of its legislature)
     """
 
 PETITION_STATE_UNSPECIFIED: PetitionState.ValueType  # 0
@@ -42,6 +57,12 @@ PETITION_STATE_DRAFT: PetitionState.ValueType  # 1
 PETITION_STATE_OPEN: PetitionState.ValueType  # 2
 PETITION_STATE_CLOSED: PetitionState.ValueType  # 3
 PETITION_STATE_REJECTED: PetitionState.ValueType  # 4
+PETITION_STATE_GATHERING_SPONSORS: PetitionState.ValueType  # 5
+PETITION_STATE_SUBMITTED: PetitionState.ValueType  # 6
+PETITION_STATE_CLASSED: PetitionState.ValueType  # 7
+PETITION_STATE_RESPONDED: PetitionState.ValueType  # 8
+PETITION_STATE_DEBATED: PetitionState.ValueType  # 9
+PETITION_STATE_ARCHIVED: PetitionState.ValueType  # 10
 Global___PetitionState: _TypeAlias = PetitionState  # noqa: Y015
 
 @_typing.final
@@ -91,25 +112,169 @@ class Eligibility(_message.Message):
 
     COUNTRIES_FIELD_NUMBER: _builtins.int
     ADULTS_ONLY_FIELD_NUMBER: _builtins.int
+    METHODS_FIELD_NUMBER: _builtins.int
+    ACCEPT_DECLARED_ADULTS_FIELD_NUMBER: _builtins.int
     adults_only: _builtins.bool
-    """Only persons whose credential says adult may sign."""
+    """Only persons whose credential says adult may sign: adulthood verified
+    from a birthdate, or vouched for by a provider that serves only adults
+    (the credential's adult_basis), or declared by an email signer when
+    accept_declared_adults is set.
+    """
+    accept_declared_adults: _builtins.bool
+    """An email signer's own declaration of adulthood satisfies adults_only."""
     @_builtins.property
     def countries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """ISO 3166-1 alpha-2 countries whose residents may sign; empty = anyone."""
+
+    @_builtins.property
+    def methods(self) -> _containers.RepeatedScalarFieldContainer[_identity_pb2.VerificationMethod.ValueType]:
+        """The verification methods a signer may have used; empty = any. One person
+        proving twice (email, then OIDC) holds two pseudonyms: a type that
+        accepts OIDC only closes that hole.
+        """
 
     def __init__(
         self,
         *,
         countries: _abc.Iterable[_builtins.str] | None = ...,
         adults_only: _builtins.bool = ...,
+        methods: _abc.Iterable[_identity_pb2.VerificationMethod.ValueType] | None = ...,
+        accept_declared_adults: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adults_only", b"adults_only", "countries", b"countries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_declared_adults", b"accept_declared_adults", "adults_only", b"adults_only", "countries", b"countries", "methods", b"methods"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Eligibility: _TypeAlias = Eligibility  # noqa: Y015
+
+@_typing.final
+class Rejection(_message.Message):
+    """Why a moderator refused a petition."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    DUPLICATE_OF_FIELD_NUMBER: _builtins.int
+    reason_code: _builtins.str
+    """One of the configured reason codes (services/petitions/data/), e.g.
+    "duplicate", "libellous", "not-parliament-responsibility".
+    """
+    explanation: _builtins.str
+    """Shown to the public and to the author."""
+    duplicate_of: _builtins.str
+    """For a duplicate: the petition it duplicates."""
+    def __init__(
+        self,
+        *,
+        reason_code: _builtins.str = ...,
+        explanation: _builtins.str = ...,
+        duplicate_of: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate_of", b"duplicate_of", "explanation", b"explanation", "reason_code", b"reason_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rejection: _TypeAlias = Rejection  # noqa: Y015
+
+@_typing.final
+class Outcome(_message.Message):
+    """What parliament or government did with a petition."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Outcome._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        KIND_UNSPECIFIED: Outcome._Kind.ValueType  # 0
+        KIND_RESPONSE: Outcome._Kind.ValueType  # 1
+        """The government's (or a committee's) written response."""
+        KIND_DEBATE: Outcome._Kind.ValueType  # 2
+        """A debate (in committee or in plenary)."""
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    KIND_UNSPECIFIED: Outcome.Kind.ValueType  # 0
+    KIND_RESPONSE: Outcome.Kind.ValueType  # 1
+    """The government's (or a committee's) written response."""
+    KIND_DEBATE: Outcome.Kind.ValueType  # 2
+    """A debate (in committee or in plenary)."""
+
+    KIND_FIELD_NUMBER: _builtins.int
+    DATE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    LINKS_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    kind: Global___Outcome.Kind.ValueType
+    text: _builtins.str
+    """The response, or a summary of the debate."""
+    @_builtins.property
+    def date(self) -> _timestamp_pb2.Timestamp:
+        """When it happened (the response's date, the debate's sitting)."""
+
+    @_builtins.property
+    def links(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Transcript, video, report: https URLs."""
+
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        kind: Global___Outcome.Kind.ValueType = ...,
+        date: _timestamp_pb2.Timestamp | None = ...,
+        text: _builtins.str = ...,
+        links: _abc.Iterable[_builtins.str] | None = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "recorded_at", b"recorded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "kind", b"kind", "links", b"links", "recorded_at", b"recorded_at", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
+
+@_typing.final
+class CommitteeAssignment(_message.Message):
+    """One assignment of a petition to a committee, kept in its history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMITTEE_FIELD_NUMBER: _builtins.int
+    RAPPORTEUR_FIELD_NUMBER: _builtins.int
+    ASSIGNED_BY_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    ASSIGNED_AT_FIELD_NUMBER: _builtins.int
+    committee: _builtins.str
+    rapporteur: _builtins.str
+    assigned_by: _builtins.str
+    """Staff pseudonym and role of the clerk who decided."""
+    note: _builtins.str
+    @_builtins.property
+    def assigned_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        committee: _builtins.str = ...,
+        rapporteur: _builtins.str = ...,
+        assigned_by: _builtins.str = ...,
+        note: _builtins.str = ...,
+        assigned_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assigned_at", b"assigned_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned_at", b"assigned_at", "assigned_by", b"assigned_by", "committee", b"committee", "note", b"note", "rapporteur", b"rapporteur"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitteeAssignment: _TypeAlias = CommitteeAssignment  # noqa: Y015
 
 @_typing.final
 class Petition(_message.Message):
@@ -127,14 +292,46 @@ class Petition(_message.Message):
     ELIGIBILITY_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    LEGISLATURE_FIELD_NUMBER: _builtins.int
+    AUTHOR_NAME_FIELD_NUMBER: _builtins.int
+    SPONSORS_FIELD_NUMBER: _builtins.int
+    SPONSORS_REQUIRED_FIELD_NUMBER: _builtins.int
+    REJECTION_FIELD_NUMBER: _builtins.int
+    RAPPORTEUR_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    CLOSED_REASON_FIELD_NUMBER: _builtins.int
+    SUBMITTED_AT_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     title: _builtins.str
     text: _builtins.str
     author: _builtins.str
-    """Pseudonym of the author; never a name."""
+    """Pseudonym of the author (from the author credential); never a name."""
     state: Global___PetitionState.ValueType
     committee: _builtins.str
-    """The parliamentary committee the petition is assigned to, if any."""
+    """The parliamentary committee the petition is assigned to, if any (an id
+    of the committee registry).
+    """
+    type: _builtins.str
+    """The petition type (configuration) its rules come from."""
+    legislature: _builtins.str
+    """The legislature it was deposited in; its end archives the petition."""
+    author_name: _builtins.str
+    """The name the author agreed to publish: petition content, public."""
+    sponsors: _builtins.int
+    """Sponsors counted so far, and how many the type needs before moderation."""
+    sponsors_required: _builtins.int
+    rapporteur: _builtins.str
+    """The rapporteur named by the committee."""
+    version: _builtins.int
+    """Bumped by every change; a change is applied only to the version it was
+    decided on (one conditional write), so two staff cannot both win.
+    """
+    closed_reason: _builtins.str
+    """Why staff closed or the committee classed it (empty for a deadline)."""
     @_builtins.property
     def opens_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -149,6 +346,20 @@ class Petition(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def rejection(self) -> Global___Rejection:
+        """Set when REJECTED."""
+
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Outcome]: ...
+    @_builtins.property
+    def submitted_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def assignments(self) -> _containers.RepeatedCompositeFieldContainer[Global___CommitteeAssignment]:
+        """Every assignment to a committee, oldest first; the last is current."""
+
     def __init__(
         self,
         *,
@@ -164,10 +375,23 @@ class Petition(_message.Message):
         eligibility: Global___Eligibility | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        type: _builtins.str = ...,
+        legislature: _builtins.str = ...,
+        author_name: _builtins.str = ...,
+        sponsors: _builtins.int = ...,
+        sponsors_required: _builtins.int = ...,
+        rejection: Global___Rejection | None = ...,
+        rapporteur: _builtins.str = ...,
+        outcomes: _abc.Iterable[Global___Outcome] | None = ...,
+        version: _builtins.int = ...,
+        closed_reason: _builtins.str = ...,
+        submitted_at: _timestamp_pb2.Timestamp | None = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+        assignments: _abc.Iterable[Global___CommitteeAssignment] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["closes_at", b"closes_at", "created_at", b"created_at", "eligibility", b"eligibility", "opens_at", b"opens_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["closes_at", b"closes_at", "created_at", b"created_at", "decided_at", b"decided_at", "eligibility", b"eligibility", "opens_at", b"opens_at", "rejection", b"rejection", "submitted_at", b"submitted_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "closes_at", b"closes_at", "committee", b"committee", "created_at", b"created_at", "eligibility", b"eligibility", "id", b"id", "opens_at", b"opens_at", "state", b"state", "text", b"text", "thresholds", b"thresholds", "title", b"title", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "author", b"author", "author_name", b"author_name", "closed_reason", b"closed_reason", "closes_at", b"closes_at", "committee", b"committee", "created_at", b"created_at", "decided_at", b"decided_at", "eligibility", b"eligibility", "id", b"id", "legislature", b"legislature", "opens_at", b"opens_at", "outcomes", b"outcomes", "rapporteur", b"rapporteur", "rejection", b"rejection", "sponsors", b"sponsors", "sponsors_required", b"sponsors_required", "state", b"state", "submitted_at", b"submitted_at", "text", b"text", "thresholds", b"thresholds", "title", b"title", "type", b"type", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

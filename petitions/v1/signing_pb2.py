@@ -23,40 +23,27 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
-from petitions.v1 import petition_pb2 as petitions_dot_v1_dot_petition__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apetitions/v1/signing.proto\x12\x0cpetitions.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpetitions/v1/petition.proto\"b\n\x0bSignRequest\x12\x12\n\ncredential\x18\x01 \x01(\t\x12\x13\n\x0bpetition_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x11\n\tclient_ip\x18\x04 \x01(\t\"\x8b\x02\n\x0cSignResponse\x12\x33\n\x07outcome\x18\x01 \x01(\x0e\x32\".petitions.v1.SignResponse.Outcome\x12\x14\n\x0csignature_id\x18\x02 \x01(\t\x12-\n\tsigned_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08position\x18\x04 \x01(\x0b\x32\x19.petitions.v1.LogPosition\"T\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_ACCEPTED\x10\x01\x12\x1a\n\x16OUTCOME_ALREADY_SIGNED\x10\x02\"?\n\x0bLogPosition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"\xab\x02\n\x15\x43reatePetitionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x04 \x01(\t\x12,\n\x08opens_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tcloses_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\nthresholds\x18\x07 \x03(\x0b\x32\x17.petitions.v1.Threshold\x12\x11\n\tcommittee\x18\x08 \x01(\t\x12.\n\x0b\x65ligibility\x18\t \x01(\x0b\x32\x19.petitions.v1.Eligibility\x12\x0c\n\x04open\x18\n \x01(\x08\"*\n\x13OpenPetitionRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\"+\n\x14\x43losePetitionRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\")\n\x12GetPetitionRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\"i\n\x14ListPetitionsRequest\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.petitions.v1.PetitionState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x15ListPetitionsResponse\x12)\n\tpetitions\x18\x01 \x03(\x0b\x32\x16.petitions.v1.Petition\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xc9\x01\n\x1bInvalidateSignaturesRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x0f\n\x07signers\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07ip_hash\x18\x04 \x01(\t\x12\x30\n\x0csigned_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rsigned_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"1\n\x1cInvalidateSignaturesResponse\x12\x11\n\tpublished\x18\x01 \x01(\x05\x32\xc1\x04\n\x07Signing\x12=\n\x04Sign\x12\x19.petitions.v1.SignRequest\x1a\x1a.petitions.v1.SignResponse\x12M\n\x0e\x43reatePetition\x12#.petitions.v1.CreatePetitionRequest\x1a\x16.petitions.v1.Petition\x12I\n\x0cOpenPetition\x12!.petitions.v1.OpenPetitionRequest\x1a\x16.petitions.v1.Petition\x12K\n\rClosePetition\x12\".petitions.v1.ClosePetitionRequest\x1a\x16.petitions.v1.Petition\x12G\n\x0bGetPetition\x12 .petitions.v1.GetPetitionRequest\x1a\x16.petitions.v1.Petition\x12X\n\rListPetitions\x12\".petitions.v1.ListPetitionsRequest\x1a#.petitions.v1.ListPetitionsResponse\x12m\n\x14InvalidateSignatures\x12).petitions.v1.InvalidateSignaturesRequest\x1a*.petitions.v1.InvalidateSignaturesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apetitions/v1/signing.proto\x12\x0cpetitions.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n\x0bSignRequest\x12\x12\n\ncredential\x18\x01 \x01(\t\x12\x13\n\x0bpetition_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x11\n\tclient_ip\x18\x04 \x01(\t\"\x8b\x02\n\x0cSignResponse\x12\x33\n\x07outcome\x18\x01 \x01(\x0e\x32\".petitions.v1.SignResponse.Outcome\x12\x14\n\x0csignature_id\x18\x02 \x01(\t\x12-\n\tsigned_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08position\x18\x04 \x01(\x0b\x32\x19.petitions.v1.LogPosition\"T\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_ACCEPTED\x10\x01\x12\x1a\n\x16OUTCOME_ALREADY_SIGNED\x10\x02\"?\n\x0bLogPosition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"\xc9\x01\n\x1bInvalidateSignaturesRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x0f\n\x07signers\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07ip_hash\x18\x04 \x01(\t\x12\x30\n\x0csigned_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rsigned_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"1\n\x1cInvalidateSignaturesResponse\x12\x11\n\tpublished\x18\x01 \x01(\x05\x32\xb7\x01\n\x07Signing\x12=\n\x04Sign\x12\x19.petitions.v1.SignRequest\x1a\x1a.petitions.v1.SignResponse\x12m\n\x14InvalidateSignatures\x12).petitions.v1.InvalidateSignaturesRequest\x1a*.petitions.v1.InvalidateSignaturesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'petitions.v1.signing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SIGNREQUEST']._serialized_start=106
-  _globals['_SIGNREQUEST']._serialized_end=204
-  _globals['_SIGNRESPONSE']._serialized_start=207
-  _globals['_SIGNRESPONSE']._serialized_end=474
-  _globals['_SIGNRESPONSE_OUTCOME']._serialized_start=390
-  _globals['_SIGNRESPONSE_OUTCOME']._serialized_end=474
-  _globals['_LOGPOSITION']._serialized_start=476
-  _globals['_LOGPOSITION']._serialized_end=539
-  _globals['_CREATEPETITIONREQUEST']._serialized_start=542
-  _globals['_CREATEPETITIONREQUEST']._serialized_end=841
-  _globals['_OPENPETITIONREQUEST']._serialized_start=843
-  _globals['_OPENPETITIONREQUEST']._serialized_end=885
-  _globals['_CLOSEPETITIONREQUEST']._serialized_start=887
-  _globals['_CLOSEPETITIONREQUEST']._serialized_end=930
-  _globals['_GETPETITIONREQUEST']._serialized_start=932
-  _globals['_GETPETITIONREQUEST']._serialized_end=973
-  _globals['_LISTPETITIONSREQUEST']._serialized_start=975
-  _globals['_LISTPETITIONSREQUEST']._serialized_end=1080
-  _globals['_LISTPETITIONSRESPONSE']._serialized_start=1082
-  _globals['_LISTPETITIONSRESPONSE']._serialized_end=1173
-  _globals['_INVALIDATESIGNATURESREQUEST']._serialized_start=1176
-  _globals['_INVALIDATESIGNATURESREQUEST']._serialized_end=1377
-  _globals['_INVALIDATESIGNATURESRESPONSE']._serialized_start=1379
-  _globals['_INVALIDATESIGNATURESRESPONSE']._serialized_end=1428
-  _globals['_SIGNING']._serialized_start=1431
-  _globals['_SIGNING']._serialized_end=2008
+  _globals['_SIGNREQUEST']._serialized_start=77
+  _globals['_SIGNREQUEST']._serialized_end=175
+  _globals['_SIGNRESPONSE']._serialized_start=178
+  _globals['_SIGNRESPONSE']._serialized_end=445
+  _globals['_SIGNRESPONSE_OUTCOME']._serialized_start=361
+  _globals['_SIGNRESPONSE_OUTCOME']._serialized_end=445
+  _globals['_LOGPOSITION']._serialized_start=447
+  _globals['_LOGPOSITION']._serialized_end=510
+  _globals['_INVALIDATESIGNATURESREQUEST']._serialized_start=513
+  _globals['_INVALIDATESIGNATURESREQUEST']._serialized_end=714
+  _globals['_INVALIDATESIGNATURESRESPONSE']._serialized_start=716
+  _globals['_INVALIDATESIGNATURESRESPONSE']._serialized_end=765
+  _globals['_SIGNING']._serialized_start=768
+  _globals['_SIGNING']._serialized_end=951
 # @@protoc_insertion_point(module_scope)

@@ -3,7 +3,6 @@
 import grpc
 import warnings
 
-from petitions.v1 import petition_pb2 as petitions_dot_v1_dot_petition__pb2
 from petitions.v1 import signing_pb2 as petitions_dot_v1_dot_signing__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -43,31 +42,6 @@ class SigningStub:
                 request_serializer=petitions_dot_v1_dot_signing__pb2.SignRequest.SerializeToString,
                 response_deserializer=petitions_dot_v1_dot_signing__pb2.SignResponse.FromString,
                 _registered_method=True)
-        self.CreatePetition = channel.unary_unary(
-                '/petitions.v1.Signing/CreatePetition',
-                request_serializer=petitions_dot_v1_dot_signing__pb2.CreatePetitionRequest.SerializeToString,
-                response_deserializer=petitions_dot_v1_dot_petition__pb2.Petition.FromString,
-                _registered_method=True)
-        self.OpenPetition = channel.unary_unary(
-                '/petitions.v1.Signing/OpenPetition',
-                request_serializer=petitions_dot_v1_dot_signing__pb2.OpenPetitionRequest.SerializeToString,
-                response_deserializer=petitions_dot_v1_dot_petition__pb2.Petition.FromString,
-                _registered_method=True)
-        self.ClosePetition = channel.unary_unary(
-                '/petitions.v1.Signing/ClosePetition',
-                request_serializer=petitions_dot_v1_dot_signing__pb2.ClosePetitionRequest.SerializeToString,
-                response_deserializer=petitions_dot_v1_dot_petition__pb2.Petition.FromString,
-                _registered_method=True)
-        self.GetPetition = channel.unary_unary(
-                '/petitions.v1.Signing/GetPetition',
-                request_serializer=petitions_dot_v1_dot_signing__pb2.GetPetitionRequest.SerializeToString,
-                response_deserializer=petitions_dot_v1_dot_petition__pb2.Petition.FromString,
-                _registered_method=True)
-        self.ListPetitions = channel.unary_unary(
-                '/petitions.v1.Signing/ListPetitions',
-                request_serializer=petitions_dot_v1_dot_signing__pb2.ListPetitionsRequest.SerializeToString,
-                response_deserializer=petitions_dot_v1_dot_signing__pb2.ListPetitionsResponse.FromString,
-                _registered_method=True)
         self.InvalidateSignatures = channel.unary_unary(
                 '/petitions.v1.Signing/InvalidateSignatures',
                 request_serializer=petitions_dot_v1_dot_signing__pb2.InvalidateSignaturesRequest.SerializeToString,
@@ -94,42 +68,13 @@ class SigningServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def CreatePetition(self, request, context):
-        """Catalogue administration. These need an admin token in the
-        "authorization: Bearer <token>" metadata.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def OpenPetition(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ClosePetition(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetPetition(self, request, context):
-        """Public catalogue reads.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListPetitions(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def InvalidateSignatures(self, request, context):
-        """Moderation (admin): invalidates signatures of the given signers; the
-        tally removes each from the counts exactly once.
+        """Moderation: invalidates signatures of the given signers; the tally
+        removes each from the counts exactly once. Needs a staff credential
+        with the administrator role in the "authorization: Bearer <token>"
+        metadata (UNAUTHENTICATED without one, PERMISSION_DENIED WRONG_ROLE for
+        another role or kind of credential). The petitions themselves are the
+        Petitions service's (petitions.proto).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,31 +87,6 @@ def add_SigningServicer_to_server(servicer, server):
                     servicer.Sign,
                     request_deserializer=petitions_dot_v1_dot_signing__pb2.SignRequest.FromString,
                     response_serializer=petitions_dot_v1_dot_signing__pb2.SignResponse.SerializeToString,
-            ),
-            'CreatePetition': grpc.unary_unary_rpc_method_handler(
-                    servicer.CreatePetition,
-                    request_deserializer=petitions_dot_v1_dot_signing__pb2.CreatePetitionRequest.FromString,
-                    response_serializer=petitions_dot_v1_dot_petition__pb2.Petition.SerializeToString,
-            ),
-            'OpenPetition': grpc.unary_unary_rpc_method_handler(
-                    servicer.OpenPetition,
-                    request_deserializer=petitions_dot_v1_dot_signing__pb2.OpenPetitionRequest.FromString,
-                    response_serializer=petitions_dot_v1_dot_petition__pb2.Petition.SerializeToString,
-            ),
-            'ClosePetition': grpc.unary_unary_rpc_method_handler(
-                    servicer.ClosePetition,
-                    request_deserializer=petitions_dot_v1_dot_signing__pb2.ClosePetitionRequest.FromString,
-                    response_serializer=petitions_dot_v1_dot_petition__pb2.Petition.SerializeToString,
-            ),
-            'GetPetition': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetPetition,
-                    request_deserializer=petitions_dot_v1_dot_signing__pb2.GetPetitionRequest.FromString,
-                    response_serializer=petitions_dot_v1_dot_petition__pb2.Petition.SerializeToString,
-            ),
-            'ListPetitions': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListPetitions,
-                    request_deserializer=petitions_dot_v1_dot_signing__pb2.ListPetitionsRequest.FromString,
-                    response_serializer=petitions_dot_v1_dot_signing__pb2.ListPetitionsResponse.SerializeToString,
             ),
             'InvalidateSignatures': grpc.unary_unary_rpc_method_handler(
                     servicer.InvalidateSignatures,
@@ -204,141 +124,6 @@ class Signing:
             '/petitions.v1.Signing/Sign',
             petitions_dot_v1_dot_signing__pb2.SignRequest.SerializeToString,
             petitions_dot_v1_dot_signing__pb2.SignResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CreatePetition(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/petitions.v1.Signing/CreatePetition',
-            petitions_dot_v1_dot_signing__pb2.CreatePetitionRequest.SerializeToString,
-            petitions_dot_v1_dot_petition__pb2.Petition.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def OpenPetition(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/petitions.v1.Signing/OpenPetition',
-            petitions_dot_v1_dot_signing__pb2.OpenPetitionRequest.SerializeToString,
-            petitions_dot_v1_dot_petition__pb2.Petition.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ClosePetition(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/petitions.v1.Signing/ClosePetition',
-            petitions_dot_v1_dot_signing__pb2.ClosePetitionRequest.SerializeToString,
-            petitions_dot_v1_dot_petition__pb2.Petition.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetPetition(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/petitions.v1.Signing/GetPetition',
-            petitions_dot_v1_dot_signing__pb2.GetPetitionRequest.SerializeToString,
-            petitions_dot_v1_dot_petition__pb2.Petition.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListPetitions(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/petitions.v1.Signing/ListPetitions',
-            petitions_dot_v1_dot_signing__pb2.ListPetitionsRequest.SerializeToString,
-            petitions_dot_v1_dot_signing__pb2.ListPetitionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

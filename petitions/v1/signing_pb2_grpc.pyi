@@ -5,7 +5,6 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from petitions.v1 import petition_pb2 as _petition_pb2
 from petitions.v1 import signing_pb2 as _signing_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -46,18 +45,13 @@ class SigningStub:
     UNAVAILABLE (Kafka did not acknowledge; safe to retry with the same
     idempotency key).
     """
-    CreatePetition: _grpc.UnaryUnaryMultiCallable[_signing_pb2.CreatePetitionRequest, _petition_pb2.Petition]
-    """Catalogue administration. These need an admin token in the
-    "authorization: Bearer <token>" metadata.
-    """
-    OpenPetition: _grpc.UnaryUnaryMultiCallable[_signing_pb2.OpenPetitionRequest, _petition_pb2.Petition]
-    ClosePetition: _grpc.UnaryUnaryMultiCallable[_signing_pb2.ClosePetitionRequest, _petition_pb2.Petition]
-    GetPetition: _grpc.UnaryUnaryMultiCallable[_signing_pb2.GetPetitionRequest, _petition_pb2.Petition]
-    """Public catalogue reads."""
-    ListPetitions: _grpc.UnaryUnaryMultiCallable[_signing_pb2.ListPetitionsRequest, _signing_pb2.ListPetitionsResponse]
     InvalidateSignatures: _grpc.UnaryUnaryMultiCallable[_signing_pb2.InvalidateSignaturesRequest, _signing_pb2.InvalidateSignaturesResponse]
-    """Moderation (admin): invalidates signatures of the given signers; the
-    tally removes each from the counts exactly once.
+    """Moderation: invalidates signatures of the given signers; the tally
+    removes each from the counts exactly once. Needs a staff credential
+    with the administrator role in the "authorization: Bearer <token>"
+    metadata (UNAUTHENTICATED without one, PERMISSION_DENIED WRONG_ROLE for
+    another role or kind of credential). The petitions themselves are the
+    Petitions service's (petitions.proto).
     """
 
 @_typing.type_check_only
@@ -77,18 +71,13 @@ class SigningAsyncStub(SigningStub):
     UNAVAILABLE (Kafka did not acknowledge; safe to retry with the same
     idempotency key).
     """
-    CreatePetition: _aio.UnaryUnaryMultiCallable[_signing_pb2.CreatePetitionRequest, _petition_pb2.Petition]  # type: ignore[assignment]
-    """Catalogue administration. These need an admin token in the
-    "authorization: Bearer <token>" metadata.
-    """
-    OpenPetition: _aio.UnaryUnaryMultiCallable[_signing_pb2.OpenPetitionRequest, _petition_pb2.Petition]  # type: ignore[assignment]
-    ClosePetition: _aio.UnaryUnaryMultiCallable[_signing_pb2.ClosePetitionRequest, _petition_pb2.Petition]  # type: ignore[assignment]
-    GetPetition: _aio.UnaryUnaryMultiCallable[_signing_pb2.GetPetitionRequest, _petition_pb2.Petition]  # type: ignore[assignment]
-    """Public catalogue reads."""
-    ListPetitions: _aio.UnaryUnaryMultiCallable[_signing_pb2.ListPetitionsRequest, _signing_pb2.ListPetitionsResponse]  # type: ignore[assignment]
     InvalidateSignatures: _aio.UnaryUnaryMultiCallable[_signing_pb2.InvalidateSignaturesRequest, _signing_pb2.InvalidateSignaturesResponse]  # type: ignore[assignment]
-    """Moderation (admin): invalidates signatures of the given signers; the
-    tally removes each from the counts exactly once.
+    """Moderation: invalidates signatures of the given signers; the tally
+    removes each from the counts exactly once. Needs a staff credential
+    with the administrator role in the "authorization: Bearer <token>"
+    metadata (UNAUTHENTICATED without one, PERMISSION_DENIED WRONG_ROLE for
+    another role or kind of credential). The petitions themselves are the
+    Petitions service's (petitions.proto).
     """
 
 class SigningServicer(metaclass=_abc_1.ABCMeta):
@@ -113,52 +102,17 @@ class SigningServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
-    def CreatePetition(
-        self,
-        request: _signing_pb2.CreatePetitionRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_petition_pb2.Petition, _abc.Awaitable[_petition_pb2.Petition]]:
-        """Catalogue administration. These need an admin token in the
-        "authorization: Bearer <token>" metadata.
-        """
-
-    @_abc_1.abstractmethod
-    def OpenPetition(
-        self,
-        request: _signing_pb2.OpenPetitionRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_petition_pb2.Petition, _abc.Awaitable[_petition_pb2.Petition]]: ...
-
-    @_abc_1.abstractmethod
-    def ClosePetition(
-        self,
-        request: _signing_pb2.ClosePetitionRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_petition_pb2.Petition, _abc.Awaitable[_petition_pb2.Petition]]: ...
-
-    @_abc_1.abstractmethod
-    def GetPetition(
-        self,
-        request: _signing_pb2.GetPetitionRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_petition_pb2.Petition, _abc.Awaitable[_petition_pb2.Petition]]:
-        """Public catalogue reads."""
-
-    @_abc_1.abstractmethod
-    def ListPetitions(
-        self,
-        request: _signing_pb2.ListPetitionsRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_signing_pb2.ListPetitionsResponse, _abc.Awaitable[_signing_pb2.ListPetitionsResponse]]: ...
-
-    @_abc_1.abstractmethod
     def InvalidateSignatures(
         self,
         request: _signing_pb2.InvalidateSignaturesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_signing_pb2.InvalidateSignaturesResponse, _abc.Awaitable[_signing_pb2.InvalidateSignaturesResponse]]:
-        """Moderation (admin): invalidates signatures of the given signers; the
-        tally removes each from the counts exactly once.
+        """Moderation: invalidates signatures of the given signers; the tally
+        removes each from the counts exactly once. Needs a staff credential
+        with the administrator role in the "authorization: Bearer <token>"
+        metadata (UNAUTHENTICATED without one, PERMISSION_DENIED WRONG_ROLE for
+        another role or kind of credential). The petitions themselves are the
+        Petitions service's (petitions.proto).
         """
 
 def add_SigningServicer_to_server(servicer: SigningServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
