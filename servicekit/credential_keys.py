@@ -27,6 +27,7 @@ from servicekit.signer_credential import CredentialVerifier, UnknownKeyId, Verif
 MIN_REFETCH_INTERVAL_SECONDS = 5.0
 
 Unavailable = TypeVar("Unavailable", bound=Exception)
+Verified = TypeVar("Verified")
 
 
 class CredentialKeyCache(Generic[Unavailable]):
@@ -56,18 +57,24 @@ class CredentialKeyCache(Generic[Unavailable]):
             self._fresh_until = self._last_fetch + max(keys.cache_seconds, 1)
 
     async def verify(self, token: str) -> VerifiedCredential:
-        """Verifies a credential; raises CredentialRejected (forged, expired,
-        malformed, unknown key), or the `unavailable` error when no key could
-        be had at all."""
+        """Verifies a signer credential; raises CredentialRejected (forged,
+        expired, malformed, unknown key), or the `unavailable` error when no
+        key could be had at all."""
+        return await self.verify_with(CredentialVerifier.verify, token)
+
+    async def verify_with(self, check: Callable[[CredentialVerifier, str], Verified], token: str) -> Verified:
+        """Verifies any credential identity issues with `check` (e.g.
+        servicekit.role_credentials.verify_staff), with the same key
+        freshness and refetch-on-unknown-key rules."""
         if time.monotonic() >= self._fresh_until:
             await self._refresh_tolerating_outage()
         try:
-            return self._verifier.verify(token)
+            return check(self._verifier, token)
         except UnknownKeyId:
             if time.monotonic() - self._last_fetch < MIN_REFETCH_INTERVAL_SECONDS:
                 raise
             await self._refresh_tolerating_outage()
-            return self._verifier.verify(token)
+            return check(self._verifier, token)
 
     async def _refresh_tolerating_outage(self) -> None:
         try:

@@ -37,6 +37,13 @@ class SignerClaims:
     country: str
     territory: str
     adult: bool
+    # What `adult` rests on: "verified" (a birthdate from an identified
+    # provider), "provider" (an issuer configured as serving adults only),
+    # "declared" (an email signer's own word), or "" (not known adult).
+    adult_basis: str = ""
+
+
+ADULT_BASES = frozenset({"", "verified", "provider", "declared"})
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,7 @@ def issue(
         "cty": claims.country,
         "ter": claims.territory,
         "adl": claims.adult,
+        "adb": claims.adult_basis,
         "iat": int(issued),
         "exp": int(expires),
         "jti": uuid.uuid4().hex,
@@ -122,6 +130,29 @@ class CredentialVerifier:
         return frozenset(self._keys)
 
     def verify(self, token: str) -> VerifiedCredential:
+        """A signer credential (audience petitions-signing)."""
+        payload = self.decode(token, AUDIENCE)
+        adult_basis = str(payload.get("adb", ""))
+        if adult_basis not in ADULT_BASES:
+            raise CredentialRejected(f"credential has an unknown adult basis {adult_basis!r}")
+        return VerifiedCredential(
+            claims=SignerClaims(
+                signer=str(payload["sub"]),
+                method=str(payload.get("mth", "")),
+                assurance_level=str(payload.get("acr", "")),
+                country=str(payload.get("cty", "")),
+                territory=str(payload.get("ter", "")),
+                adult=bool(payload.get("adl", False)),
+                adult_basis=adult_basis,
+            ),
+            credential_id=str(payload["jti"]),
+            expires_at=float(payload["exp"]),
+        )
+
+    def decode(self, token: str, audience: str) -> dict[str, Any]:
+        """The verified claims of any credential identity issues, for one
+        audience: a credential meant for another audience (an author's, a
+        staff member's) is rejected here, whatever its signature."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
@@ -137,7 +168,7 @@ class CredentialVerifier:
                 token,
                 key=key,
                 algorithms=[ALGORITHM],
-                audience=AUDIENCE,
+                audience=audience,
                 issuer=ISSUER,
                 leeway=LEEWAY_SECONDS,
                 options={"require": ["exp", "iat", "sub", "jti"]},
@@ -146,15 +177,4 @@ class CredentialVerifier:
             raise CredentialRejected("credential has expired") from None
         except jwt.PyJWTError as error:
             raise CredentialRejected(f"credential rejected: {error}") from None
-        return VerifiedCredential(
-            claims=SignerClaims(
-                signer=str(payload["sub"]),
-                method=str(payload.get("mth", "")),
-                assurance_level=str(payload.get("acr", "")),
-                country=str(payload.get("cty", "")),
-                territory=str(payload.get("ter", "")),
-                adult=bool(payload.get("adl", False)),
-            ),
-            credential_id=str(payload["jti"]),
-            expires_at=float(payload["exp"]),
-        )
+        return dict(payload)
