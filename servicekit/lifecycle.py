@@ -4,8 +4,10 @@ background part of it dies), then stop it gracefully."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from servicekit.grpc_server import ServiceServer
@@ -115,3 +117,68 @@ async def run_service(name: str, settings: ProcessSettings, build: Callable[[], 
     log.info(f"{name} stopping")
     failed.cancel()
     await app.stop()
+
+
+class BackgroundTasks:
+    """Background loops of a service built by a factory: started with
+    start(), cancelled and awaited when the factory's exit stack unwinds;
+    until_failed returns when one of them ends."""
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(work, name=name))
+
+    async def until_failed(self) -> BaseException | None:
+        if not self._tasks:
+            await asyncio.Event().wait()
+        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        task = done.pop()
+        if task.cancelled():
+            return None
+        return task.exception() or RuntimeError(f"{task.get_name()} ended")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """What a service factory yields: a server that is already serving."""
+
+    port: int
+    background: BackgroundTasks
+
+    async def until_failed(self) -> BaseException | None:
+        return await self.background.until_failed()
+
+
+class FactoryApp:
+    """Adapts a factory (an async context manager yielding a RunningServer)
+    to run_service: start enters it, stop leaves it, so shutdown runs the
+    factory's exit stack in reverse order of construction."""
+
+    def __init__(self, factory: Callable[[], contextlib.AbstractAsyncContextManager[RunningServer]]):
+        self._factory = factory
+        self._context: contextlib.AbstractAsyncContextManager[RunningServer] | None = None
+        self._running: RunningServer | None = None
+
+    async def start(self) -> None:
+        self._context = self._factory()
+        self._running = await self._context.__aenter__()
+
+    async def stop(self) -> None:
+        if self._context is not None:
+            await self._context.__aexit__(None, None, None)
+
+    @property
+    def port(self) -> int:
+        assert self._running is not None, "not started"
+        return self._running.port
+
+    async def until_failed(self) -> BaseException | None:
+        assert self._running is not None, "not started"
+        return await self._running.until_failed()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -199,3 +199,25 @@ def _settle(future: asyncio.Future[list[Any]], rows: list[Any] | None, error: Ba
         future.set_exception(error)
     else:
         future.set_result(rows or [])
+
+
+@contextlib.asynccontextmanager
+async def cassandra_session(settings: CommonSettings) -> AsyncIterator[CassandraSession]:
+    """A started session, shut down on exit."""
+    session = CassandraSession(settings)
+    await session.start()
+    try:
+        yield session
+    finally:
+        await session.stop()
+
+
+@contextlib.asynccontextmanager
+async def kafka_producer(settings: CommonSettings, *, linger_ms: int = 2) -> AsyncIterator[ReplaceableProducer]:
+    """A started idempotent producer, flushed and stopped on exit."""
+    producer = ReplaceableProducer(settings, linger_ms=linger_ms)
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()

@@ -19,19 +19,39 @@ def cassandra_statements(settings: CommonSettings) -> list[str]:
     return [
         f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication ="
         f" {{'class': 'SimpleStrategy', 'replication_factor': {settings.cassandra_replication}}}",
-        f"""CREATE TABLE IF NOT EXISTS {keyspace}.petitions (
+        # The petitions service's tables (it is their only writer). A petition
+        # is one row: the whole petitions.v1.Petition message in `record`,
+        # read and written whole, beside the columns its conditional writes
+        # test (`version`) and its scans filter on. `outbox` holds the audit
+        # entry of the latest change until that entry is in the audit table
+        # and in Kafka: the change and its publication are one write, and a
+        # crash in between is finished by the outbox sweeper.
+        f"""CREATE TABLE IF NOT EXISTS {keyspace}.petition_records (
             id text PRIMARY KEY,
-            title text,
-            text text,
-            author text,
+            version bigint,
             state text,
-            opens_at timestamp,
-            closes_at timestamp,
-            thresholds text,
-            committee text,
-            eligibility text,
+            record blob,
+            outbox blob,
             created_at timestamp,
             updated_at timestamp)""",
+        # Append-only: one row per change, keyed by the version it produced.
+        f"""CREATE TABLE IF NOT EXISTS {keyspace}.petition_audit (
+            petition_id text,
+            version bigint,
+            at timestamp,
+            entry blob,
+            PRIMARY KEY (petition_id, version))""",
+        # One row per sponsor (a signer pseudonym), written once (LWT).
+        f"""CREATE TABLE IF NOT EXISTS {keyspace}.petition_sponsors (
+            petition_id text,
+            sponsor text,
+            sponsored_at timestamp,
+            PRIMARY KEY (petition_id, sponsor))""",
+        # The current legislature (one row, key 'current'), moved on by LWT.
+        f"""CREATE TABLE IF NOT EXISTS {keyspace}.legislatures (
+            name text PRIMARY KEY,
+            current text,
+            changed_at timestamp)""",
         # The system of record: one row per (petition, signer). The partition
         # includes the Kafka partition the signature came through, so one hot
         # petition is spread over as many Cassandra partitions as Kafka has.
@@ -76,6 +96,14 @@ def topics(settings: CommonSettings) -> list[NewTopic]:
             topic_configs={**durable, "retention.ms": str(90 * 24 * 3600 * 1000)},
         ),
         NewTopic(settings.petition_events_topic, 3, replication, topic_configs=durable),
+        # Every petition's latest state; compaction keeps one record per
+        # petition, so a reader folds the whole catalogue from the start.
+        NewTopic(
+            settings.petition_state_topic,
+            3,
+            replication,
+            topic_configs={**durable, "cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+        ),
         NewTopic(settings.dead_letter_topic, 1, replication, topic_configs=durable),
     ]
 

@@ -87,6 +87,7 @@ TEST_REDIS_DB = int(os.environ.get("PETITIONS_TEST_REDIS_DB", "1"))
 
 SERVICES = {
     "identity": "services.identity",
+    "petitions": "services.petitions",
     "signing": "services.signing",
     "tally": "services.tally",
 }
@@ -109,11 +110,14 @@ def namespace(stack: CommonSettings, tmp_path_factory: pytest.TempPathFactory) -
     for name in (
         "devidp",
         "devidp-identified",
+        "devidp-adults",
         "devsmtp",
         "identity",
+        "petitions",
         "signing",
         "tally",
         "identity-metrics",
+        "petitions-metrics",
         "signing-metrics",
         "tally-metrics",
         "gateway",
@@ -167,6 +171,7 @@ def system(stack: CommonSettings, namespace: Namespace) -> Iterator[SystemClient
         dev_tools = {
             "devidp": ("services.devidp", ["--secrets-dir", str(namespace.secrets_dir)]),
             "devidp-identified": ("services.devidp", ["--secrets-dir", str(namespace.secrets_dir)]),
+            "devidp-adults": ("services.devidp", ["--secrets-dir", str(namespace.secrets_dir)]),
             "devsmtp": ("services.devsmtp", ["--mail-dir", str(namespace.mail_dir)]),
         }
         for name, (module, arguments) in dev_tools.items():
@@ -190,8 +195,7 @@ def system(stack: CommonSettings, namespace: Namespace) -> Iterator[SystemClient
         gateway = start_service("gateway", "services.gateway", [], env, gateway_env(namespace), logs)
         processes.append(gateway)
         wait_ready(gateway, f"{namespace.gateway_url}/readyz")
-        admin_token = (namespace.secrets_dir / "admin-token").read_text().strip()
-        client = SystemClient(namespace, stack, admin_token)
+        client = SystemClient(namespace, stack)
         yield client
         client.close()
     finally:

@@ -37,6 +37,15 @@ TEST_RATE_LIMITS = {
 }
 
 
+# Members of staff of a test session: identified dev personas, by role.
+STAFF_PERSONAS = {
+    "staff-moderator-a": ["moderator"],
+    "staff-moderator-b": ["moderator"],
+    "staff-clerk": ["clerk"],
+    "staff-admin": ["administrator"],
+}
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -103,6 +112,12 @@ class Namespace:
         return f"http://127.0.0.1:{self.ports['devidp-identified']}"
 
     @property
+    def adults_devidp_url(self) -> str:
+        """A third provider, anonymous, configured as serving adults only
+        (as FranceConnect does): its credentials say adult, basis provider."""
+        return f"http://127.0.0.1:{self.ports['devidp-adults']}"
+
+    @property
     def mail_dir(self) -> Path:
         return self.work_dir / "mail"
 
@@ -119,6 +134,16 @@ class Namespace:
         issuers = [
             {"issuer": self.devidp_url, "audience": "petitions-test", "mode": "anonymous"},
             {"issuer": self.identified_devidp_url, "audience": "petitions-test", "mode": "identified"},
+            {
+                "issuer": self.adults_devidp_url,
+                "audience": "petitions-test",
+                "mode": "anonymous",
+                "serves_adults_only": True,
+            },
+        ]
+        staff = [
+            {"issuer": self.identified_devidp_url, "subject": f"dev-persona:{persona}", "roles": roles}
+            for persona, roles in STAFF_PERSONAS.items()
         ]
         return {
             **os.environ,
@@ -130,6 +155,7 @@ class Namespace:
             "PETITIONS_CONSUMER_GROUP": self.consumer_group,
             "PETITIONS_SECRETS_DIR": str(self.secrets_dir),
             "PETITIONS_OIDC_ISSUERS": json.dumps(issuers),
+            "PETITIONS_STAFF_ROLES": json.dumps(staff),
             "PETITIONS_SMTP_PORT": str(self.ports["devsmtp"]),
             "PETITIONS_JWKS_REFETCH_INTERVAL_SECONDS": str(JWKS_REFETCH_INTERVAL_SECONDS),
             # Key rotation shows within seconds rather than minutes.
@@ -138,12 +164,14 @@ class Namespace:
             # A stopped broker shows as UNAVAILABLE within seconds.
             "PETITIONS_PUBLISH_TIMEOUT_SECONDS": str(PUBLISH_TIMEOUT_SECONDS),
             "PETITIONS_DEADLINE_CHECK_SECONDS": "0.5",
+            "PETITIONS_OUTBOX_RETRY_SECONDS": "1",
             # Small enough for a test to exhaust and see refill within seconds.
             "PETITIONS_RATE_LIMITS": json.dumps(TEST_RATE_LIMITS),
             "PETITIONS_BLOCKED_EMAIL_DOMAINS": json.dumps(["blocked.example"]),
             "PETITIONS_BLOCKED_IP_NETWORKS": json.dumps(["203.0.113.0/24"]),
             "PETITIONS_IDENTITY_ADDRESS": self.address("identity"),
             "PETITIONS_SIGNING_ADDRESS": self.address("signing"),
+            "PETITIONS_PETITIONS_ADDRESS": self.address("petitions"),
             "PETITIONS_TALLY_ADDRESS": self.address("tally"),
             "PETITIONS_DEVIDP_URL": self.devidp_url,
             "PETITIONS_DEVIDP_AUDIENCE": "petitions-test",

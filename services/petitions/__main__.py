@@ -1,0 +1,3 @@
+from services.petitions.server import main
+
+main()
