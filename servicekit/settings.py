@@ -47,6 +47,11 @@ class CommonSettings(BaseSettings):
         return f"{self.topic_prefix}petition-events"
 
     @property
+    def petition_state_topic(self) -> str:
+        """Compacted: each petition's whole latest state, keyed by its id."""
+        return f"{self.topic_prefix}petition-state"
+
+    @property
     def dead_letter_topic(self) -> str:
         return f"{self.topic_prefix}signatures-dead-letter"
 
