@@ -38,7 +38,6 @@ from loadtests.bench_signing import (
     SECRETS,
     bench_echo,
     bench_signing,
-    create_petition,
     echo_service,
     mint_credentials,
     percentiles,
@@ -60,6 +59,7 @@ from loadtests.bench_tally import (
     rate_row,
     say,
 )
+from loadtests.petition_admin import create_petition
 from loadtests.run_locust import RpcStats, check_tally, prepare, read_stats, run_locust
 from loadtests.scenarios import RESULTS_DIR, SCENARIOS, LoadTestSettings
 from servicekit.settings import CommonSettings
@@ -181,7 +181,7 @@ def main() -> int:
     parser.add_argument("--locust-seconds", type=float, default=15.0, help="the Locust scenario (default 15)")
     parser.add_argument("--locust-users", type=int, default=200, help="Locust users (default 200)")
     options = parser.parse_args()
-    if not (SECRETS / "admin-token").exists():
+    if not (SECRETS / "ip-hash.key").exists():
         say("run `make up` first", file=sys.stderr)
         return 1
     began = time.perf_counter()

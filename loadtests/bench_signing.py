@@ -27,6 +27,7 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from loadtests.petition_admin import create_petition
 from petitions.v1 import signing_pb2, signing_pb2_grpc
 from servicekit import signer_credential, territories
 from servicekit.settings import REPO_ROOT
@@ -166,19 +167,6 @@ async def bench_echo(
         return await drive(call, seconds, concurrency)
 
 
-def create_petition(address: str = SIGNING, secrets: Path = SECRETS, prefix: str = "bench") -> str:
-    """Creates and opens a petition with a fresh id through the admin API."""
-    token = (secrets / "admin-token").read_text().strip()
-    petition = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    with grpc.insecure_channel(address) as channel:
-        signing_pb2_grpc.SigningStub(channel).CreatePetition(
-            signing_pb2.CreatePetitionRequest(id=petition, title="Benchmark", open=True),
-            metadata=(("authorization", f"Bearer {token}"),),
-            timeout=30,
-        )
-    return petition
-
-
 def percentiles(latencies: list[float]) -> list[float]:
     """The 99 percentile cut points of latencies (all 0.0 below two samples)."""
     return statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
@@ -203,7 +191,7 @@ def main() -> int:
         help="client connections, so that every signing process gets calls",
     )
     options = parser.parse_args()
-    if not Path(SECRETS / "admin-token").exists():
+    if not Path(SECRETS / "ip-hash.key").exists():
         print("run `make up` first", file=sys.stderr)
         return 1
 

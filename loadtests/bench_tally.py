@@ -87,13 +87,13 @@ from loadtests.bench_signing import (
     SECRETS,
     SIGNING,
     bench_echo,
-    create_petition,
     drive,
     echo_service,
     mint_credentials,
     percentiles,
     report,
 )
+from loadtests.petition_admin import create_petition
 from petitions.v1 import events_pb2, identity_pb2, signing_pb2, signing_pb2_grpc, tally_pb2, tally_pb2_grpc
 from servicekit.settings import REPO_ROOT, CommonSettings
 from servicekit.stores import CassandraSession, idempotent_producer, redis_client
@@ -1006,7 +1006,7 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=1, help="where the backlog's signers live (default 1)")
     options = parser.parse_args()
-    if not (SECRETS / "admin-token").exists():
+    if not (SECRETS / "ip-hash.key").exists():
         say("run `make up` first", file=sys.stderr)
         return 1
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m loadtests.run_locust --scenario national-peak --seconds 30 [--workers 2]
 
-1. Creates the scenario's petitions (fresh ids) through the admin API.
+1. Creates the scenario's petitions (fresh ids) as an administrator of the petitions service.
 2. Runs Locust headless on loadtests/locustfile.py: one process, or with
    --workers N a master and N workers (distributed mode, on this machine).
    Stats CSV (PREFIX_stats.csv …) and an HTML report go to the run's
@@ -43,7 +43,7 @@ from pathlib import Path
 
 import grpc
 
-from loadtests.bench_signing import create_petition
+from loadtests.petition_admin import create_petition
 from loadtests.scenarios import LEDGER_GLOB, RESULTS_DIR, SCENARIOS, LoadTestSettings, Scenario, sign_task_bound
 from petitions.v1 import tally_pb2, tally_pb2_grpc
 from servicekit.settings import REPO_ROOT
@@ -330,7 +330,7 @@ def parse_arguments(defaults: LoadTestSettings) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=0, help="peak virtual users (default: the scenario's)")
     parser.add_argument("--signing", default=defaults.signing_address, help="signing's gRPC address")
     parser.add_argument("--tally", default=defaults.tally_address, help="tally's gRPC address")
-    parser.add_argument("--secrets-dir", type=Path, default=defaults.secrets_dir, help="admin token, identity keys")
+    parser.add_argument("--secrets-dir", type=Path, default=defaults.secrets_dir, help="identity keys")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help=f"default {RESULTS_DIR}")
     parser.add_argument("--max-sign-p99-ms", type=float, default=200.0, help="SLO (default 200)")
     parser.add_argument("--max-error-ratio", type=float, default=0.01, help="SLO (default 0.01)")
@@ -358,10 +358,7 @@ def prepare(
     """Creates the scenario's petitions on `target`'s signing service and
     resolves the run's settings."""
     run_id = uuid.uuid4().hex[:8]
-    petitions = tuple(
-        create_petition(target.signing_address, target.secrets_dir, prefix=f"lt-{run_id}-{n}")
-        for n in range(scenario.petitions)
-    )
+    petitions = tuple(create_petition(target, prefix=f"lt-{run_id}-{n}") for n in range(scenario.petitions))
     settings = target.model_copy(
         update={
             "loadtest_scenario": scenario.name,

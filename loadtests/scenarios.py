@@ -32,6 +32,14 @@ class LoadTestSettings(BaseSettings):
     signing_address: str = "127.0.0.1:50062"
     tally_address: str = "127.0.0.1:50063"
     secrets_dir: Path = REPO_ROOT / ".run" / "secrets"
+    # Where a run's petitions are created: the petitions service, by an
+    # administrator whose staff credential identity issues for a token of
+    # the identified dev provider (make up's, or a test session's).
+    identity_address: str = "127.0.0.1:50061"
+    petitions_address: str = "127.0.0.1:50064"
+    devidp_identified_url: str = "http://127.0.0.1:8462"
+    devidp_audience: str = "petitions-dev"
+    loadtest_staff_persona: str = "staff-admin"
 
     # Set by the runner for the Locust processes.
     loadtest_scenario: str = "steady"

@@ -174,6 +174,7 @@ class Namespace:
             "PETITIONS_PETITIONS_ADDRESS": self.address("petitions"),
             "PETITIONS_TALLY_ADDRESS": self.address("tally"),
             "PETITIONS_DEVIDP_URL": self.devidp_url,
+            "PETITIONS_DEVIDP_IDENTIFIED_URL": self.identified_devidp_url,
             "PETITIONS_DEVIDP_AUDIENCE": "petitions-test",
             "PETITIONS_LOG_FORMAT": "console",
         }

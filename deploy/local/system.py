@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import urllib.request
@@ -26,12 +27,24 @@ from deploy.local.fetch import FetchFailed
 from deploy.local.layout import REPO, Layout
 from deploy.local.processes import ProcessFiles, StartFailed
 from deploy.local.stack import ORDER, Stack
-from petitions.v1 import signing_pb2, signing_pb2_grpc
+from petitions.v1 import identity_pb2, identity_pb2_grpc, petitions_pb2, petitions_pb2_grpc
 from servicekit.settings import CommonSettings
 from services.dev_secrets import ensure_dev_secrets
 from services.migrations import migrate
 
 DEMO_PETITION = "demo"
+DEV_AUDIENCE = "petitions-dev"
+# Two dev providers, as FranceConnect has two buttons: the anonymous one (to
+# sign; it serves adults only, as FranceConnect does) and the identified one
+# (to deposit a petition, and for staff).
+DEV_ANONYMOUS_ISSUER = "http://127.0.0.1:8461"
+DEV_IDENTIFIED_ISSUER = "http://127.0.0.1:8462"
+DEV_ISSUERS: list[dict[str, object]] = [
+    {"issuer": DEV_ANONYMOUS_ISSUER, "audience": DEV_AUDIENCE, "mode": "anonymous", "serves_adults_only": True},
+    {"issuer": DEV_IDENTIFIED_ISSUER, "audience": DEV_AUDIENCE, "mode": "identified"},
+]
+# The dev staff: identified personas of the second provider, by role.
+DEV_STAFF = {"staff-moderator": ["moderator"], "staff-clerk": ["clerk"], "staff-admin": ["administrator"]}
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,14 @@ SERVICES = (
         lambda layout: ["--port", "8461", "--secrets-dir", str(layout.run_dir / "secrets")],
     ),
     Service(
+        "devidp-identified",
+        "services.devidp",
+        8462,
+        0,
+        "tcp",
+        lambda layout: ["--port", "8462", "--secrets-dir", str(layout.run_dir / "secrets")],
+    ),
+    Service(
         "devsmtp",
         "services.devsmtp",
         8025,
@@ -85,6 +106,7 @@ SERVICES = (
         lambda layout: ["--port", "8025", "--mail-dir", str(layout.run_dir / "mail")],
     ),
     Service("identity", "services.identity", 50061, 9161, "grpc"),
+    Service("petitions", "services.petitions", 50064, 9166, "grpc"),
     # Two signing processes share the signing port, so Sign, the hot path,
     # can use both cores (one Python process is bound to one).
     Service("signing", "services.signing", 50062, 9162, "grpc", process_port=50072),
@@ -123,6 +145,14 @@ class System:
             **os.environ,
             **self.layout.service_env(),
             "PETITIONS_SECRETS_DIR": str(self.layout.run_dir / "secrets"),
+            "PETITIONS_OIDC_ISSUERS": json.dumps(DEV_ISSUERS),
+            "PETITIONS_STAFF_ROLES": json.dumps(
+                [
+                    {"issuer": DEV_IDENTIFIED_ISSUER, "subject": f"dev-persona:{persona}", "roles": roles}
+                    for persona, roles in DEV_STAFF.items()
+                ]
+            ),
+            "PETITIONS_DEVIDP_IDENTIFIED_URL": str(DEV_IDENTIFIED_ISSUER),
         }
 
     def settings(self) -> CommonSettings:
@@ -156,18 +186,31 @@ class System:
         say(f"{'demo':10} {self._create_demo_petition(settings)}")
 
     def _create_demo_petition(self, settings: CommonSettings) -> str:
-        token = settings.read_secret("admin-token").decode()
-        with grpc.insecure_channel("127.0.0.1:50062") as channel:
-            stub = signing_pb2_grpc.SigningStub(channel)
+        """Creates the demo petition as the dev administrator, whose staff
+        credential identity issues for the identified dev provider's token."""
+        body = json.dumps(
+            {"persona": "staff-admin", "audience": DEV_AUDIENCE, "identified": True, "birthdate": "1980-01-01"}
+        ).encode()
+        request = urllib.request.Request(
+            f"{DEV_IDENTIFIED_ISSUER}/dev/id-token", body, {"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            id_token = str(json.load(response)["id_token"])
+        with grpc.insecure_channel("127.0.0.1:50061") as channel:
+            staff = identity_pb2_grpc.IdentityStub(channel).ExchangeStaffIdToken(
+                identity_pb2.ExchangeStaffIdTokenRequest(id_token=id_token), timeout=10
+            )
+        with grpc.insecure_channel("127.0.0.1:50064") as channel:
+            stub = petitions_pb2_grpc.PetitionsStub(channel)
             try:
                 stub.CreatePetition(
-                    signing_pb2.CreatePetitionRequest(
+                    petitions_pb2.CreatePetitionRequest(
                         id=DEMO_PETITION,
                         title="Demo: a petition to try the system with",
                         text="Created by `make up`.",
                         open=True,
                     ),
-                    metadata=(("authorization", f"Bearer {token}"),),
+                    metadata=(("authorization", f"Bearer {staff.token}"),),
                     timeout=30,
                 )
             except grpc.RpcError as error:
@@ -208,7 +251,8 @@ From the command line:
   .venv/bin/petitions tally demo                           # the live count, by territory and country
 
 Dev mailbox:           {mail}/  (one-time codes sent by identity land here)
-Metrics (Prometheus):  http://127.0.0.1:9161/metrics (identity)  :9162, :9165 (signing)  :9163 (tally)  :9164 (gateway)
+Metrics (Prometheus):  http://127.0.0.1:9161/metrics (identity)  :9162, :9165 (signing)  :9163 (tally)
+                       :9164 (gateway)  :9166 (petitions)
 Logs:                  {logs}/
 Stop everything:       make down
 """
