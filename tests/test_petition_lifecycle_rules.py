@@ -38,6 +38,7 @@ COLUMNS = (
     A.UPDATE,
     A.SUBMIT,
     A.SPONSORS_COMPLETE,
+    A.SPONSOR,
     A.OPEN,
     A.REJECT,
     A.ASSIGN,
@@ -51,17 +52,17 @@ COLUMNS = (
 # With the defaults: no sponsors needed, an outcome leaves an open petition open.
 # fmt: off
 TABLE: dict[State, tuple[State | None, ...]] = {
-    #      CREATE UPDATE SUBMIT SPONS_OK OPEN REJECT ASSIGN RAPPORTEUR CLASS CLOSE RESPOND DEBATE ARCHIVE
-    DR: (__,    DR,    SU,    __,      __,  __,    __,    __,        __,   __,   __,     __,    AR),
-    GS: (__,    __,    __,    SU,      __,  __,    __,    __,        __,   __,   __,     __,    AR),
-    SU: (__,    __,    __,    __,      OP,  RE,    SU,    SU,        __,   __,   __,     __,    AR),
-    OP: (__,    __,    __,    __,      __,  __,    OP,    OP,        CS,   CL,   OP,     OP,    __),
-    RE: (__,    __,    __,    __,      __,  __,    __,    __,        __,   __,   __,     __,    AR),
-    CL: (__,    __,    __,    __,      __,  __,    CL,    CL,        __,   __,   RS,     DB,    AR),
-    CS: (__,    __,    __,    __,      __,  __,    CS,    CS,        __,   __,   RS,     DB,    AR),
-    RS: (__,    __,    __,    __,      __,  __,    RS,    RS,        __,   __,   RS,     DB,    AR),
-    DB: (__,    __,    __,    __,      __,  __,    DB,    DB,        __,   __,   DB,     DB,    AR),
-    AR: (__,    __,    __,    __,      __,  __,    __,    __,        __,   __,   __,     __,    __),
+    #    CREATE UPDATE SUBMIT SPONS_OK SPONSOR OPEN REJECT ASSIGN RAPPORTEUR CLASS CLOSE RESPOND DEBATE ARCHIVE
+    DR: (__,    DR,    SU,    __,      __,     __,  __,    __,    __,        __,   __,   __,     __,    AR),
+    GS: (__,    __,    __,    SU,      GS,     __,  __,    __,    __,        __,   __,   __,     __,    AR),
+    SU: (__,    __,    __,    __,      __,     OP,  RE,    SU,    SU,        __,   __,   __,     __,    AR),
+    OP: (__,    __,    __,    __,      __,     __,  __,    OP,    OP,        CS,   CL,   OP,     OP,    __),
+    RE: (__,    __,    __,    __,      __,     __,  __,    __,    __,        __,   __,   __,     __,    AR),
+    CL: (__,    __,    __,    __,      __,     __,  __,    CL,    CL,        __,   __,   RS,     DB,    AR),
+    CS: (__,    __,    __,    __,      __,     __,  __,    CS,    CS,        __,   __,   RS,     DB,    AR),
+    RS: (__,    __,    __,    __,      __,     __,  __,    RS,    RS,        __,   __,   RS,     DB,    AR),
+    DB: (__,    __,    __,    __,      __,     __,  __,    DB,    DB,        __,   __,   DB,     DB,    AR),
+    AR: (__,    __,    __,    __,      __,     __,  __,    __,    __,        __,   __,   __,     __,    __),
 }
 # fmt: on
 PAIRS = [(state, action, row[i]) for state, row in TABLE.items() for i, action in enumerate(COLUMNS)]
@@ -153,6 +154,7 @@ ACTORS: dict[Action, set[Actor]] = {
     A.UPDATE: {Actor.AUTHOR},
     A.SUBMIT: {Actor.AUTHOR},
     A.SPONSORS_COMPLETE: {Actor.SYSTEM},
+    A.SPONSOR: {Actor.SYSTEM},
     A.OPEN: {Actor.MODERATOR},
     A.REJECT: {Actor.MODERATOR},
     A.ASSIGN: {Actor.CLERK},
@@ -228,6 +230,7 @@ def test_values_are_the_stored_names() -> None:
         "archived",
     ]
     assert A.SPONSORS_COMPLETE.value == "sponsors-complete"
+    assert A.SPONSOR.value == "sponsor"
     # Staff credential roles convert to actors by value.
     assert [Actor(role) for role in ("moderator", "clerk", "administrator")] == [
         Actor.MODERATOR,
@@ -241,6 +244,7 @@ def test_the_whole_life_of_a_uk_petition() -> None:
     for action, expected in [
         (A.UPDATE, S.DRAFT),
         (A.SUBMIT, S.GATHERING_SPONSORS),
+        (A.SPONSOR, S.GATHERING_SPONSORS),
         (A.SPONSORS_COMPLETE, S.SUBMITTED),
         (A.OPEN, S.OPEN),
         (A.RESPOND, S.OPEN),

@@ -8,6 +8,8 @@ version it read: two staff deciding at once both get a legal answer from
 here, and only one of them wins the write.
 
     DRAFT ─▶ GATHERING_SPONSORS (the type needs sponsors) ─▶ SUBMITTED
+    GATHERING_SPONSORS ─▶ GATHERING_SPONSORS for each sponsor short of the
+            number the type needs (the one that completes it submits)
     DRAFT ─▶ SUBMITTED (no sponsors needed)
     SUBMITTED ─▶ OPEN | REJECTED (moderator)
     OPEN ─▶ CLOSED (deadline, or staff) | CLASSED (filed by its committee)
@@ -49,6 +51,9 @@ class Action(enum.Enum):
     UPDATE = "update"
     SUBMIT = "submit"
     SPONSORS_COMPLETE = "sponsors-complete"
+    # One more sponsor counted, short of the type's number (the one that
+    # completes it is SPONSORS_COMPLETE).
+    SPONSOR = "sponsor"
     OPEN = "open"
     REJECT = "reject"
     ASSIGN = "assign"
@@ -104,6 +109,7 @@ _MOVES: Mapping[Action, Mapping[State, State]] = MappingProxyType(
         # rule (next_state's needs_sponsors); SUBMITTED is the placeholder.
         Action.SUBMIT: {State.DRAFT: State.SUBMITTED},
         Action.SPONSORS_COMPLETE: {State.GATHERING_SPONSORS: State.SUBMITTED},
+        Action.SPONSOR: {State.GATHERING_SPONSORS: State.GATHERING_SPONSORS},
         Action.OPEN: {State.SUBMITTED: State.OPEN},
         Action.REJECT: {State.SUBMITTED: State.REJECTED},
         Action.ASSIGN: {state: state for state in _BEFORE_PARLIAMENT},
@@ -137,6 +143,7 @@ _ACTORS: Mapping[Action, frozenset[Actor]] = MappingProxyType(
         Action.SUBMIT: frozenset({Actor.AUTHOR}),
         # Counted by the service as sponsors sign, never claimed by a caller.
         Action.SPONSORS_COMPLETE: frozenset({Actor.SYSTEM}),
+        Action.SPONSOR: frozenset({Actor.SYSTEM}),
         Action.OPEN: frozenset({Actor.MODERATOR}),
         Action.REJECT: frozenset({Actor.MODERATOR}),
         Action.ASSIGN: frozenset({Actor.CLERK}),
