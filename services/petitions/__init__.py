@@ -1,0 +1,1 @@
+"""The petitions service: the life of a petition, from draft to archive."""
