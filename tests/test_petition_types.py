@@ -177,6 +177,16 @@ def test_a_file_of_its_own(tmp_path: Path) -> None:
     assert set(catalogue.rejection_reasons) == UK_STANDARDS
 
 
+def test_a_duration_in_seconds_replaces_the_days(tmp_path: Path) -> None:
+    document = copy.deepcopy(VALID)
+    document["types"][0]["duration_seconds"] = 30
+    petition_type = load_catalogue(write(tmp_path / "types.json", document)).types["t1"]
+    assert petition_type.closes_at(1000.0) == 1030.0
+    document["types"][0]["duration_seconds"] = -1
+    with pytest.raises(ValueError, match="duration_seconds"):
+        load_catalogue(write(tmp_path / "types.json", document))
+
+
 def test_a_directory_of_its_own(tmp_path: Path) -> None:
     write(tmp_path / "types.json", VALID)
     write(tmp_path / "rejection_reasons.json", {"reasons": [{"code": "spam", "label": "Spam"}]})

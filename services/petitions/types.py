@@ -66,6 +66,10 @@ class PetitionType:
     # Days open from the moment it opens; 0 = until the end of the legislature.
     duration_days: int
     eligibility: EligibilityRule
+    # A duration in seconds that replaces duration_days when above zero: a
+    # test system's "6 months" that ends within a test (optional in the
+    # file, never in the packaged types).
+    duration_seconds: int = 0
 
     @property
     def needs_sponsors(self) -> bool:
@@ -74,6 +78,8 @@ class PetitionType:
     def closes_at(self, opened_at: float) -> float | None:
         """When a petition of this type opened at opened_at (seconds since the
         epoch) stops taking signatures; None = at the end of its legislature."""
+        if self.duration_seconds > 0:
+            return opened_at + self.duration_seconds
         if self.duration_days == 0:
             return None
         return opened_at + self.duration_days * _DAY_SECONDS
@@ -171,6 +177,7 @@ def _petition_type(entry: Fields) -> PetitionType:
         sponsors_required=entry.integer("sponsors_required", minimum=0),
         duration_days=entry.integer("duration_days", minimum=0),
         eligibility=rule,
+        duration_seconds=entry.integer("duration_seconds", minimum=0, default=0),
     )
     entry.done()
     return petition_type
