@@ -48,8 +48,12 @@ class PetitionState(_PetitionState, metaclass=_PetitionStateEnumTypeWrapper):
       DRAFT ─▶ SUBMITTED (no sponsors needed)
       SUBMITTED ─▶ OPEN | REJECTED (moderator)
       OPEN ─▶ CLOSED (deadline, or staff) | CLASSED (filed by its committee)
-      CLOSED | CLASSED | RESPONDED ─▶ RESPONDED; CLOSED | CLASSED | RESPONDED | DEBATED ─▶ DEBATED
-      any state but ARCHIVED ─▶ ARCHIVED (end of its legislature)
+      an outcome (response, debate): OPEN stays OPEN (signing goes on);
+        CLOSED | CLASSED | RESPONDED ─▶ RESPONDED on a response;
+        CLOSED | CLASSED | RESPONDED | DEBATED ─▶ DEBATED on a debate, and a
+        response on a DEBATED petition leaves it DEBATED
+      any state but OPEN and ARCHIVED ─▶ ARCHIVED (end of its legislature; an
+        open petition is closed first, so its close is on record)
     """
 
 PETITION_STATE_UNSPECIFIED: PetitionState.ValueType  # 0
@@ -255,7 +259,7 @@ class CommitteeAssignment(_message.Message):
     committee: _builtins.str
     rapporteur: _builtins.str
     assigned_by: _builtins.str
-    """Staff pseudonym and role of the clerk who decided."""
+    """Staff pseudonym of the clerk who decided (the audit entry has the role)."""
     note: _builtins.str
     @_builtins.property
     def assigned_at(self) -> _timestamp_pb2.Timestamp: ...

@@ -223,7 +223,9 @@ class CommitteeSuggestion(_message.Message):
     EXPLANATION_FIELD_NUMBER: _builtins.int
     committee: _builtins.str
     score: _builtins.float
-    """Sum of the weights of the rules that matched."""
+    """Sum of the weights of the rules that matched (a rule for the title or
+    text alike counts twice when it matches in the title).
+    """
     @_builtins.property
     def explanation(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Each rule that matched, in words ("'école' in the title: +3")."""
@@ -670,8 +672,9 @@ class AuditEntry(_message.Message):
     role: _builtins.str
     """"moderator", "clerk", "administrator", "author" or "system"."""
     action: _builtins.str
-    """"create", "update", "submit", "sponsors-complete", "open", "reject",
-    "assign", "rapporteur", "class", "close", "outcome", "archive".
+    """"create", "update", "submit", "sponsor", "sponsors-complete", "open",
+    "reject", "assign", "rapporteur", "class", "close", "respond", "debate",
+    "archive" (services/petitions/lifecycle.py Action).
     """
     state_before: _petition_pb2.PetitionState.ValueType
     state_after: _petition_pb2.PetitionState.ValueType

@@ -168,6 +168,18 @@ class PetitionsServicer(petitions_pb2_grpc.PetitionsServicer):
             petition.closes_at.CopyFrom(request.closes_at)
         if request.open:
             petition.decided_at.CopyFrom(now_timestamp(now))
+        if request.committee:
+            # An imported assignment starts the history, so a later
+            # reassignment or rapporteur has an entry to follow.
+            petition.assignments.append(
+                petition_pb2.CommitteeAssignment(
+                    committee=request.committee,
+                    rapporteur=request.rapporteur,
+                    assigned_by=actor.id,
+                    note="set at creation",
+                    assigned_at=now_timestamp(now),
+                )
+            )
         return await self._changes.create(petition, actor)
 
     async def ClosePetition(
