@@ -29,6 +29,7 @@ from tests.harness import (
     wait_http,
     wait_ready,
     wait_serving,
+    write_petition_types,
 )
 from tests.system import SystemClient
 
@@ -124,6 +125,7 @@ def namespace(stack: CommonSettings, tmp_path_factory: pytest.TempPathFactory) -
         "gateway-metrics",
     ):
         namespace.ports[name] = free_port()
+    write_petition_types(namespace.petition_types_file)
     redis_db = redis.Redis.from_url(namespace.env(stack)["PETITIONS_REDIS_URL"])
     redis_db.flushdb()
     yield namespace

@@ -46,6 +46,43 @@ STAFF_PERSONAS = {
 }
 
 
+# The petition types of a test session: the packaged ones, and the same
+# rules with thresholds and a period small enough for a test to reach.
+TEST_PETITION_TYPES = [
+    {
+        "id": "assemblee-test",
+        "name": "Assemblée nationale (test sizes)",
+        "thresholds": [
+            {"id": "committee", "label": "Examined by the committee", "signatures": 3},
+            {"id": "plenary", "label": "May be debated in plenary", "signatures": 5, "min_territories": 3},
+        ],
+        "sponsors_required": 0,
+        "duration_days": 0,
+        "eligibility": {"countries": [], "adults_only": True, "methods": ["oidc"], "accept_declared_adults": False},
+    },
+    {
+        "id": "uk-test",
+        "name": "UK Parliament (test sizes)",
+        "thresholds": [
+            {"id": "response", "label": "Government responds", "signatures": 2},
+            {"id": "debate", "label": "Considered for debate", "signatures": 3},
+        ],
+        "sponsors_required": 5,
+        "duration_days": 182,
+        "duration_seconds": 20,
+        "eligibility": {"countries": [], "adults_only": False, "methods": [], "accept_declared_adults": False},
+    },
+]
+
+
+def write_petition_types(path: Path) -> Path:
+    """The packaged types file plus TEST_PETITION_TYPES, at path."""
+    packaged = json.loads((REPO / "services" / "petitions" / "data" / "types.json").read_text())
+    packaged["types"].extend(TEST_PETITION_TYPES)
+    path.write_text(json.dumps(packaged, ensure_ascii=False, indent=1))
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -118,6 +155,10 @@ class Namespace:
         return f"http://127.0.0.1:{self.ports['devidp-adults']}"
 
     @property
+    def petition_types_file(self) -> Path:
+        return self.work_dir / "petition-types.json"
+
+    @property
     def mail_dir(self) -> Path:
         return self.work_dir / "mail"
 
@@ -165,6 +206,7 @@ class Namespace:
             "PETITIONS_PUBLISH_TIMEOUT_SECONDS": str(PUBLISH_TIMEOUT_SECONDS),
             "PETITIONS_DEADLINE_CHECK_SECONDS": "0.5",
             "PETITIONS_OUTBOX_RETRY_SECONDS": "1",
+            "PETITIONS_TYPES_FILE": str(self.petition_types_file),
             # Small enough for a test to exhaust and see refill within seconds.
             "PETITIONS_RATE_LIMITS": json.dumps(TEST_RATE_LIMITS),
             "PETITIONS_BLOCKED_EMAIL_DOMAINS": json.dumps(["blocked.example"]),
