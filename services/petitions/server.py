@@ -216,6 +216,8 @@ class PetitionsServicer(petitions_pb2_grpc.PetitionsServicer):
             raise DomainError(
                 ErrorKind.NOT_FOUND, "PETITION_NOT_FOUND", f"petition {request.petition_id!r} does not exist"
             )
+        if await self._callers.optional_staff(context.invocation_metadata()) is None:
+            return self._public(petition)
         return petition
 
     async def ListPetitions(
@@ -232,6 +234,8 @@ class PetitionsServicer(petitions_pb2_grpc.PetitionsServicer):
             and (not request.legislature or stored.petition.legislature == request.legislature)
         ]
         page, next_token = page_of_messages(petitions, request.page_size, request.page_token)
+        if staff is None:
+            page = [self._public(petition) for petition in page]
         return petitions_pb2.ListPetitionsResponse(petitions=page, next_page_token=next_token)
 
     async def GetAuditTrail(
@@ -275,6 +279,21 @@ class PetitionsServicer(petitions_pb2_grpc.PetitionsServicer):
         return petitions_pb2.ListCommitteesResponse(
             committees=[petitions_pb2.Committee(id=c.id, name=c.name) for c in self._committees.values()]
         )
+
+    def _public(self, petition: petition_pb2.Petition) -> petition_pb2.Petition:
+        """What the public sees: a petition rejected for a reason that hides
+        it (libellous, offensive, confidential…) keeps its id, state and
+        rejection, but neither its title nor its text (the UK's rule)."""
+        rejection = petition.rejection
+        reason = self._catalogue.rejection_reasons.get(rejection.reason_code)
+        # Archived with the rest of its legislature, it stays hidden.
+        if reason is None or not reason.hides_petition:
+            return petition
+        hidden = petition_pb2.Petition()
+        hidden.CopyFrom(petition)
+        hidden.title = f"Removed: {reason.label}"
+        hidden.text = ""
+        return hidden
 
     async def _may_see(self, petition: petition_pb2.Petition, context: Context) -> bool:
         if lifecycle.is_public(state_of(petition)):
