@@ -33,15 +33,19 @@ from tests.harness import (
 )
 from tests.system import SystemClient
 
+# Markers of the tests that run after the others, in this order.
+LATE_PHASES = ("legislature_end", "audit", "destructive")
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Audits run after everything else, over what the whole suite wrote;
-    tests that wipe shared state run after the audits."""
+    """Tests that end the session's legislature (archiving every petition of
+    it) run after the others, which use petitions of that legislature;
+    audits run after that, over what the whole suite wrote; tests that wipe
+    shared state run after the audits."""
 
     def phase(item: pytest.Item) -> int:
-        if item.get_closest_marker("destructive") is not None:
-            return 2
-        return 1 if item.get_closest_marker("audit") is not None else 0
+        marked = [order for order, name in enumerate(LATE_PHASES, start=1) if item.get_closest_marker(name)]
+        return max(marked, default=0)
 
     items.sort(key=phase)
     _timeouts.update({item.nodeid: _timeout_of(item) for item in items})
