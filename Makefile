@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: up down status test lint proto check-proto install clean-data bench
+.PHONY: up down status test lint proto check-proto install clean-data bench k8s-check
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ proto: $(INSTALLED)
 
 check-proto: $(INSTALLED)
 	$(PY) tools/generate_protos.py --check
+
+## Render deploy/k8s/'s overlays and check them offline (schemas, kubeconform, policies).
+k8s-check: $(INSTALLED)
+	$(PY) tools/k8s_check.py check
 
 ## Stop everything and delete the local data (Kafka log, Cassandra, Redis).
 clean-data: $(INSTALLED)
