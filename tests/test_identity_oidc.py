@@ -147,7 +147,7 @@ def test_identified_mode_reads_the_birthdate_for_adulthood_only(system: SystemCl
     assert (adult.claims.adult, minor.claims.adult, anonymous.claims.adult) == (True, False, False)
     for credential in (adult, minor):
         payload = jwt.decode(credential.token, options={"verify_signature": False})
-        assert set(payload) == {"iss", "aud", "sub", "mth", "acr", "cty", "ter", "adl", "iat", "exp", "jti"}
+        assert set(payload) == {"iss", "aud", "sub", "mth", "acr", "cty", "ter", "adl", "adb", "iat", "exp", "jti"}
 
 
 def test_the_same_subject_at_two_issuers_is_two_persons(system: SystemClient) -> None:

@@ -19,17 +19,31 @@ KEY_FILE = "devidp-key.pem"
 @dataclass(frozen=True)
 class Persona:
     """A made-up person. identified personas carry a name and birthdate, as a
-    national provider's identified mode would; anonymous ones only a subject."""
+    national provider's identified mode would; anonymous ones only a subject.
+    A name left None is made from the persona ("alice": Alice Persona); an
+    empty name or birthdate is left out of the token, as a provider that has
+    none would."""
 
     name: str
     country: str = "FR"
     territory: str = "75"
     identified: bool = False
     birthdate: str = "1990-01-01"
+    given_name: str | None = None
+    family_name: str | None = None
 
     @property
     def subject(self) -> str:
         return f"dev-persona:{self.name}"
+
+    def identity_claims(self) -> dict[str, str]:
+        """The identified mode's claims (OIDC standard names), those it has."""
+        claims = {
+            "given_name": self.name.title() if self.given_name is None else self.given_name,
+            "family_name": "Persona" if self.family_name is None else self.family_name,
+            "birthdate": self.birthdate,
+        }
+        return {claim: value for claim, value in claims.items() if value}
 
 
 class DevTokenMinter:
@@ -69,5 +83,5 @@ class DevTokenMinter:
         if nonce:
             claims["nonce"] = nonce
         if persona.identified:
-            claims.update(given_name=persona.name.title(), family_name="Persona", birthdate=persona.birthdate)
+            claims.update(persona.identity_claims())
         return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})

@@ -17,6 +17,7 @@ from services.devidp.authorization import (
     AuthorizationRefused,
     CodeStore,
     GrantRefused,
+    IdentityClaims,
     authorization_request,
     redirect_with_code,
     sign_in_form,
@@ -74,12 +75,20 @@ async def authorize(request: web.Request) -> web.Response:
         authorization = authorization_request(parameters)
     except AuthorizationRefused as refused:
         return web.Response(text=f"bad authorization request: {refused}", status=400)
+    identity = None
+    if authorization.identified:
+        identity = IdentityClaims(
+            given_name=parameters.get("given_name", "").strip(),
+            family_name=parameters.get("family_name", "").strip(),
+            birthdate=parameters.get("birthdate", "").strip(),
+        )
     try:
         code = request.app[CODES_KEY].issue(
             authorization,
             parameters.get("persona", "").strip(),
             parameters.get("country", "").strip(),
             parameters.get("territory", "").strip(),
+            identity,
         )
     except AuthorizationRefused as refused:
         return _page(sign_in_form(parameters, str(refused)), status=400)
@@ -110,6 +119,17 @@ async def token(request: web.Request) -> web.Response:
     except GrantRefused as refused:
         return _grant_error(refused)
     persona = Persona(name=pending.persona, country=pending.country, territory=pending.territory)
+    if pending.identity is not None:
+        persona = Persona(
+            name=pending.persona,
+            country=pending.country,
+            territory=pending.territory,
+            identified=True,
+            birthdate=pending.identity.birthdate,
+            # Left empty in the form: the persona's default name.
+            given_name=pending.identity.given_name or None,
+            family_name=pending.identity.family_name or None,
+        )
     id_token = request.app[MINTER_KEY].mint(
         persona, pending.request.client_id, nonce=pending.request.nonce, lifetime_seconds=ID_TOKEN_SECONDS
     )
@@ -138,7 +158,10 @@ async def jwks(request: web.Request) -> web.Response:
 
 async def id_token(request: web.Request) -> web.Response:
     """POST {"persona": "alice", "audience": "...", "country": "FR",
-    "territory": "75", "identified": false, "nonce": ""} → {"id_token": "..."}"""
+    "territory": "75", "identified": false, "nonce": ""} → {"id_token": "..."}.
+    An identified token also takes "birthdate" (default 1990-01-01; "" for
+    none), "given_name" and "family_name" (default Alice and Persona; ""
+    for none)."""
     try:
         body = await request.json()
         persona = Persona(
@@ -147,12 +170,23 @@ async def id_token(request: web.Request) -> web.Response:
             territory=str(body.get("territory", "75")),
             identified=bool(body.get("identified", False)),
             birthdate=str(body.get("birthdate", "1990-01-01")),
+            given_name=_optional_text(body, "given_name"),
+            family_name=_optional_text(body, "family_name"),
         )
         audience = str(body["audience"])
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise web.HTTPBadRequest(text=f"expected JSON with persona and audience: {error!r}") from None
     token = request.app[MINTER_KEY].mint(persona, audience, nonce=str(body.get("nonce", "")))
     return web.json_response({"id_token": token})
+
+
+def _optional_text(body: dict[str, object], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string")
+    return value
 
 
 def create_app(minter: DevTokenMinter) -> web.Application:

@@ -15,7 +15,7 @@ from servicekit.errors import DomainError, ErrorKind, invalid
 from servicekit.request_guard import RequestGuard
 from servicekit.signer_credential import SignerClaims
 from services.identity.email_address import InvalidEmail, normalise
-from services.identity.exchange import CredentialSigner, IssuedCredential
+from services.identity.exchange import DECLARED, CredentialSigner, IssuedCredential
 from services.identity.mailer import CodeMailer, MailNotSent
 from services.identity.metrics import ADDRESS_LOCKED, CODE_SENT, CODES_SENT, EMAIL, counted_verification
 from services.identity.one_time_codes import CheckResult, CodeStoreUnavailable, OneTimeCodes
@@ -62,15 +62,19 @@ class EmailVerification:
         self._secret = pseudonym_secret
         self._guard = guard
 
-    async def begin(self, email: str, country: str, territory: str, client_ip: str) -> StartedVerification:
+    async def begin(
+        self, email: str, country: str, territory: str, client_ip: str, declares_adult: bool = False
+    ) -> StartedVerification:
         with counted_verification(EMAIL, success=CODE_SENT):
-            return await self._begin(email, country, territory, client_ip)
+            return await self._begin(email, country, territory, client_ip, declares_adult)
 
     async def complete(self, verification_id: str, code: str, client_ip: str) -> IssuedCredential:
         with counted_verification(EMAIL):
             return await self._complete(verification_id, code, client_ip)
 
-    async def _begin(self, email: str, country: str, territory: str, client_ip: str) -> StartedVerification:
+    async def _begin(
+        self, email: str, country: str, territory: str, client_ip: str, declares_adult: bool
+    ) -> StartedVerification:
         if not email:
             raise invalid("email", "is required")
         try:
@@ -87,7 +91,9 @@ class EmailVerification:
         await self._refuse_if_locked(signer)
         await self._guard.take(ip=client_ip, email_domain=mailbox.domain, mailbox=signer)
         try:
-            issued = await self._codes.issue(signer, country, territory)
+            # The declaration is kept with the code, so it is the one made
+            # together with the proof of this mailbox.
+            issued = await self._codes.issue(signer, country, territory, declares_adult)
         except CodeStoreUnavailable as error:
             raise _unavailable(error) from None
         try:
@@ -146,6 +152,9 @@ class EmailVerification:
                 assurance_level="email",
                 country=checked.country,
                 territory=checked.territory,
-                adult=False,
+                # The person's own word, which only a petition type that
+                # accepts declared adults counts.
+                adult=checked.declares_adult,
+                adult_basis=DECLARED if checked.declares_adult else "",
             )
         )

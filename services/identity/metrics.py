@@ -19,6 +19,12 @@ JWKS_FETCHES = Counter(
 CREDENTIALS_ISSUED = Counter(
     "petitions_identity_credentials_issued_total", "Signer credentials issued, by method.", ["method"]
 )
+ROLE_CREDENTIALS_ISSUED = Counter(
+    "petitions_identity_role_credentials_issued_total",
+    "Author and staff credentials issued (ExchangeAuthorIdToken, ExchangeStaffIdToken), by kind; their"
+    " verification steps count in petitions_identity_verifications_total with method oidc.",
+    ["kind"],
+)
 CODES_SENT = Counter("petitions_identity_email_codes_sent_total", "One-time codes sent by email.")
 VERIFICATIONS = Counter(
     "petitions_identity_verifications_total",
@@ -47,6 +53,8 @@ BLOCKED = "blocked"
 UNAVAILABLE = "unavailable"
 FAILED = "failed"
 _ANY_STEP = (ISSUED, REJECTED, INVALID, LIMITED, BLOCKED, UNAVAILABLE, FAILED)
+AUTHOR = "author"
+STAFF = "staff"
 COUNTRY_CLAIM = "country"
 TERRITORY_CLAIM = "territory"
 # The reason of a refusal while an address is locked after too many wrong
@@ -88,5 +96,7 @@ for _outcome in _ANY_STEP:
     VERIFICATIONS.labels(OIDC, _outcome)
     VERIFICATIONS.labels(EMAIL, _outcome)
 VERIFICATIONS.labels(EMAIL, CODE_SENT)
+for _kind in (AUTHOR, STAFF):
+    ROLE_CREDENTIALS_ISSUED.labels(_kind)
 for _claim in (COUNTRY_CLAIM, TERRITORY_CLAIM):
     PROVIDER_CLAIMS_DROPPED.labels(_claim)

@@ -1,7 +1,8 @@
 """Email one-time codes, kept in Redis without the address.
 
 An entry holds the signer pseudonym the code will prove, a keyed hash of the
-code, and the attempts left; it expires with the code. Checking a code is one
+code, the place and the adulthood the person declared (a flag: no birthdate,
+no name), and the attempts left; it expires with the code. Checking a code is one
 Lua script, so two concurrent guesses cannot both use the last attempt.
 
 Attempts per code alone do not bound guessing: a fresh code (and fresh
@@ -28,7 +29,8 @@ from redis.exceptions import RedisError
 # KEYS[1] = the entry, KEYS[2] = the address's failure counter;
 # ARGV[1] = keyed hash of the offered code, ARGV[2] = failures that lock the
 # address, ARGV[3] = the lock window in milliseconds.
-# Returns {"ok", signer, country, territory} | {"wrong", attempts_left} |
+# Returns {"ok", signer, country, territory, declares_adult ("1" or "0")} |
+# {"wrong", attempts_left} |
 # {"gone"} | {"exhausted"} | {"locked", milliseconds until unlocked}.
 _CHECK = """
 local entry = redis.call('HGETALL', KEYS[1])
@@ -48,7 +50,8 @@ if fields['code_hash'] == ARGV[1] then
   redis.call('DEL', KEYS[1])
   -- The person proved the address: their earlier typos are forgiven.
   redis.call('DEL', KEYS[2])
-  return {'ok', fields['signer'], fields['country'], fields['territory']}
+  -- An entry written before the flag existed declares nothing.
+  return {'ok', fields['signer'], fields['country'], fields['territory'], fields['declares_adult'] or '0'}
 end
 local failures = redis.call('INCR', KEYS[2])
 if failures == 1 or failures >= limit then
@@ -95,6 +98,7 @@ class CodeCheck:
     signer: str = ""
     country: str = ""
     territory: str = ""
+    declares_adult: bool = False
     attempts_left: int = 0
     # For LOCKED: how long until the address may try again.
     retry_after_seconds: float = 0.0
@@ -148,7 +152,7 @@ class OneTimeCodes:
             raise CodeStoreUnavailable(str(error)) from error
         return int(remaining_ms) / 1000.0
 
-    async def issue(self, signer: str, country: str, territory: str) -> IssuedCode:
+    async def issue(self, signer: str, country: str, territory: str, declares_adult: bool = False) -> IssuedCode:
         verification_id = secrets.token_urlsafe(24)
         code = f"{secrets.randbelow(1_000_000):06d}"
         key = self._key(verification_id)
@@ -161,6 +165,7 @@ class OneTimeCodes:
                         "signer": signer,
                         "country": country,
                         "territory": territory,
+                        "declares_adult": "1" if declares_adult else "0",
                         "attempts_left": self._attempts,
                     },
                 )
@@ -194,7 +199,9 @@ class OneTimeCodes:
         values = [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
         result = CheckResult(values[0])
         if result is CheckResult.OK:
-            return CodeCheck(result, signer=values[1], country=values[2], territory=values[3])
+            return CodeCheck(
+                result, signer=values[1], country=values[2], territory=values[3], declares_adult=values[4] == "1"
+            )
         if result is CheckResult.WRONG:
             return CodeCheck(result, attempts_left=int(values[1]))
         if result is CheckResult.LOCKED:

@@ -11,6 +11,8 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import identity_pb2, identity_pb2_grpc
+from servicekit import role_credentials
+from servicekit.errors import invalid
 from servicekit.grpc_server import ServiceServer
 from servicekit.lifecycle import GrpcApp, run_service
 from servicekit.rate_limits import FraudLimits
@@ -18,10 +20,20 @@ from servicekit.request_guard import RequestGuard
 from servicekit.signer_credential import SignerClaims
 from servicekit.stores import redis_client
 from services.identity.email_verification import EmailVerification
-from services.identity.exchange import CredentialSigner, IdTokenExchange, IssuedCredential
+from services.identity.exchange import (
+    DECLARED,
+    PROVIDER_POLICY,
+    VERIFIED_BIRTHDATE,
+    CredentialSigner,
+    IdTokenExchange,
+    IssuedAuthorCredential,
+    IssuedCredential,
+    IssuedStaffCredential,
+)
 from services.identity.http_fetcher import HttpDocumentFetcher
 from services.identity.keyring import KEYS_DIRECTORY, ReloadingKeyRing
 from services.identity.mailer import CodeMailer
+from services.identity.names import NameForm
 from services.identity.oidc import IdTokenVerifier
 from services.identity.one_time_codes import OneTimeCodes
 from services.identity.settings import IdentitySettings
@@ -34,6 +46,24 @@ Context = grpc.aio.ServicerContext[Any, Any]
 _METHODS = {
     "oidc": identity_pb2.VERIFICATION_METHOD_OIDC,
     "email": identity_pb2.VERIFICATION_METHOD_EMAIL,
+}
+_ADULT_BASES = {
+    "": identity_pb2.ADULT_BASIS_UNSPECIFIED,
+    VERIFIED_BIRTHDATE: identity_pb2.ADULT_BASIS_VERIFIED_BIRTHDATE,
+    PROVIDER_POLICY: identity_pb2.ADULT_BASIS_PROVIDER_POLICY,
+    DECLARED: identity_pb2.ADULT_BASIS_DECLARED,
+}
+_NAME_FORMS = {
+    # Unspecified is the most discreet form, so an author who chose nothing
+    # publishes the least.
+    identity_pb2.DISPLAY_NAME_FORM_UNSPECIFIED: NameForm.GIVEN_NAME_AND_INITIAL,
+    identity_pb2.DISPLAY_NAME_FORM_GIVEN_NAME_AND_INITIAL: NameForm.GIVEN_NAME_AND_INITIAL,
+    identity_pb2.DISPLAY_NAME_FORM_FULL_NAME: NameForm.FULL_NAME,
+}
+_STAFF_ROLES = {
+    role_credentials.MODERATOR: identity_pb2.STAFF_ROLE_MODERATOR,
+    role_credentials.CLERK: identity_pb2.STAFF_ROLE_CLERK,
+    role_credentials.ADMINISTRATOR: identity_pb2.STAFF_ROLE_ADMINISTRATOR,
 }
 
 
@@ -56,10 +86,27 @@ class IdentityServicer(identity_pb2_grpc.IdentityServicer):
         issued = await self._id_tokens.exchange(request.id_token, request.nonce, request.client_ip)
         return credential_message(issued)
 
+    async def ExchangeAuthorIdToken(
+        self, request: identity_pb2.ExchangeAuthorIdTokenRequest, context: Context
+    ) -> identity_pb2.AuthorCredential:
+        form = _NAME_FORMS.get(request.display_name)
+        if form is None:
+            raise invalid("display_name", f"{request.display_name} is not a DisplayNameForm")
+        issued = await self._id_tokens.exchange_author(request.id_token, request.nonce, request.client_ip, form)
+        return author_message(issued)
+
+    async def ExchangeStaffIdToken(
+        self, request: identity_pb2.ExchangeStaffIdTokenRequest, context: Context
+    ) -> identity_pb2.StaffCredential:
+        issued = await self._id_tokens.exchange_staff(request.id_token, request.nonce, request.client_ip)
+        return staff_message(issued)
+
     async def BeginEmailVerification(
         self, request: identity_pb2.BeginEmailVerificationRequest, context: Context
     ) -> identity_pb2.BeginEmailVerificationResponse:
-        started = await self._email.begin(request.email, request.country, request.territory, request.client_ip)
+        started = await self._email.begin(
+            request.email, request.country, request.territory, request.client_ip, request.declares_adult
+        )
         expires = Timestamp()
         expires.FromSeconds(int(started.expires_at))
         return identity_pb2.BeginEmailVerificationResponse(verification_id=started.verification_id, expires_at=expires)
@@ -84,6 +131,31 @@ def credential_message(issued: IssuedCredential) -> identity_pb2.SignerCredentia
     return identity_pb2.SignerCredential(token=issued.token, expires_at=expires, claims=claims_message(issued.claims))
 
 
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromSeconds(int(seconds))
+    return stamp
+
+
+def author_message(issued: IssuedAuthorCredential) -> identity_pb2.AuthorCredential:
+    return identity_pb2.AuthorCredential(
+        token=issued.token,
+        expires_at=_timestamp(issued.expires_at),
+        author=issued.author,
+        display_name=issued.display_name,
+    )
+
+
+def staff_message(issued: IssuedStaffCredential) -> identity_pb2.StaffCredential:
+    return identity_pb2.StaffCredential(
+        token=issued.token,
+        expires_at=_timestamp(issued.expires_at),
+        staff=issued.staff,
+        name=issued.name,
+        roles=sorted(_STAFF_ROLES[role] for role in issued.roles),
+    )
+
+
 def claims_message(claims: SignerClaims) -> identity_pb2.SignerClaims:
     return identity_pb2.SignerClaims(
         signer=claims.signer,
@@ -92,6 +164,7 @@ def claims_message(claims: SignerClaims) -> identity_pb2.SignerClaims:
         country=claims.country,
         territory=claims.territory,
         adult=claims.adult,
+        adult_basis=_ADULT_BASES.get(claims.adult_basis, identity_pb2.ADULT_BASIS_UNSPECIFIED),
     )
 
 
@@ -118,7 +191,12 @@ class IdentityApp(GrpcApp):
                 tuple(ipaddress.ip_network(n, strict=False) for n in settings.blocked_ip_networks),
             )
         )
-        signer = CredentialSigner(self.keyring, settings.credential_ttl_seconds)
+        signer = CredentialSigner(
+            self.keyring,
+            settings.credential_ttl_seconds,
+            author_ttl_seconds=settings.author_credential_ttl_seconds,
+            staff_ttl_seconds=settings.staff_credential_ttl_seconds,
+        )
         verifier = IdTokenVerifier(
             settings.oidc_issuers,
             self.fetcher,
@@ -157,6 +235,7 @@ class IdentityApp(GrpcApp):
                     signer,
                     secret,
                     guard,
+                    {(entry.issuer, entry.subject): frozenset(entry.roles) for entry in settings.staff_roles},
                 ),
                 email,
                 self.keyring,
