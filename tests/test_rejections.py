@@ -12,11 +12,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from petitions.v1 import petition_pb2, signing_pb2, tally_pb2
+from petitions.v1 import petition_pb2, petitions_pb2, signing_pb2, tally_pb2
 from servicekit import signer_credential
 from servicekit.signer_credential import SignerClaims
 from tests.errors import rejection as read_rejection
 from tests.system import SystemClient
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.stack
 
@@ -64,16 +65,21 @@ def test_unknown_petition_is_not_found(system: SystemClient) -> None:
 
 @pytest.mark.usefixtures("nothing_published")
 def test_closed_and_draft_petitions_refuse_signatures(system: SystemClient) -> None:
-    closed = system.create_petition("Closed one")
-    system.signing.ClosePetition(
-        signing_pb2.ClosePetitionRequest(petition_id=closed.id), metadata=system.admin(), timeout=10
+    # Open to residents of Belgium only: until the close reaches signing
+    # (within a second), this French signer is refused as NOT_ELIGIBLE, so
+    # nothing is published either way.
+    closed = system.create_petition("Closed one", eligibility=petition_pb2.Eligibility(countries=["BE"]))
+    system.petitions.ClosePetition(
+        petitions_pb2.ClosePetitionRequest(petition_id=closed.id, reason="closed for the test"),
+        metadata=system.admin(),
+        timeout=10,
     )
     draft = system.create_petition("Draft one", open_now=False)
     credential = system.credential(f"c-{uuid.uuid4().hex[:8]}")
 
+    not_open = (grpc.StatusCode.FAILED_PRECONDITION, "PETITION_NOT_OPEN")
     for petition_id in (closed.id, draft.id):
-        code, reason, _ = sign_rejected(system, credential.token, petition_id)
-        assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PETITION_NOT_OPEN")
+        eventually(lambda p=petition_id: sign_rejected(system, credential.token, p)[:2] == not_open, 1, interval=0.02)  # type: ignore[misc]
     assert system.get_tally(closed.id).total == 0
 
 
@@ -115,19 +121,6 @@ def test_malformed_fields_name_the_field(system: SystemClient) -> None:
         "INVALID_FIELD",
         ["credential"],
     )
-
-
-def test_catalogue_changes_need_the_admin_token(system: SystemClient) -> None:
-    request = signing_pb2.CreatePetitionRequest(id=f"a-{uuid.uuid4().hex[:8]}", title="Sneaky", open=True)
-    with pytest.raises(grpc.RpcError) as raised:
-        system.signing.CreatePetition(request, timeout=10)
-    assert rejection(raised.value)[:2] == (grpc.StatusCode.UNAUTHENTICATED, "ADMIN_TOKEN_MISSING")
-    with pytest.raises(grpc.RpcError) as raised:
-        system.signing.CreatePetition(request, metadata=(("authorization", "Bearer guess"),), timeout=10)
-    assert rejection(raised.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "ADMIN_TOKEN_INVALID")
-    with pytest.raises(grpc.RpcError) as raised:
-        system.signing.GetPetition(signing_pb2.GetPetitionRequest(petition_id=request.id), timeout=10)
-    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_tally_of_unknown_petition_is_not_found(system: SystemClient) -> None:

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -20,12 +20,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from petitions.v1 import events_pb2, identity_pb2
 from servicekit.credential_keys import CredentialKeyCache
 from servicekit.errors import DomainError, ErrorKind, invalid
+from servicekit.petition_ids import PETITION_ID, PETITION_ID_RULE
+from servicekit.petition_view import PetitionState, ViewEligibility, ViewPetition, petition_not_found
 from servicekit.rate_limits import Bucket, Refusal, client_address
 from servicekit.request_guard import RequestGuard, refusal_error
 from servicekit.signer_credential import CredentialRejected, SignerClaims
-from services.catalogue.cache import CachedCatalogue
-from services.catalogue.errors import petition_not_found
-from services.catalogue.model import PETITION_ID, PETITION_ID_RULE, Petition, PetitionState
 from services.signing.credential_keys import IdentityKeysUnavailable
 from services.signing.ledger import EntryState, LedgerEntry, LedgerUnavailable, SignerLedger
 from services.signing.metric_defs import (
@@ -102,7 +101,15 @@ def is_ip_address(text: str) -> bool:
     return True
 
 
-def check_can_sign(petition: Petition | None, petition_id: str, claims: SignerClaims, now: float) -> Petition:
+# What adults_only accepts as proof of adulthood (the credential's
+# adult_basis): a birthdate an identified provider gave, or an issuer that
+# serves adults only (FranceConnect). An email signer's own declaration
+# counts only where the petition's eligibility accepts declared adults.
+PROVEN_ADULT_BASES = frozenset({"verified", "provider"})
+DECLARED_ADULT_BASIS = "declared"
+
+
+def check_can_sign(petition: ViewPetition | None, petition_id: str, claims: SignerClaims, now: float) -> ViewPetition:
     if petition is None:
         raise petition_not_found(petition_id)
     if not petition.accepts_signatures_at(now):
@@ -113,23 +120,52 @@ def check_can_sign(petition: Petition | None, petition_id: str, claims: SignerCl
         else:
             message = f"petition {petition_id!r} is {petition.state.value}, not open for signatures"
         raise DomainError(ErrorKind.FAILED_PRECONDITION, "PETITION_NOT_OPEN", message)
-    rules = petition.eligibility
-    if rules.countries and claims.country not in rules.countries:
-        raise DomainError(
-            ErrorKind.FAILED_PRECONDITION,
-            "NOT_ELIGIBLE",
-            f"only residents of {', '.join(sorted(rules.countries))} may sign this petition",
-        )
-    if rules.adults_only and not claims.adult:
-        raise DomainError(ErrorKind.FAILED_PRECONDITION, "NOT_ELIGIBLE", "only adults may sign this petition")
+    check_eligible(petition.eligibility, claims)
     return petition
+
+
+def check_eligible(rules: ViewEligibility, claims: SignerClaims) -> None:
+    """Raises FAILED_PRECONDITION NOT_ELIGIBLE, naming the rule, unless the
+    credential's holder may sign under these rules."""
+    if rules.countries and claims.country not in rules.countries:
+        raise _not_eligible(f"only residents of {', '.join(sorted(rules.countries))} may sign this petition")
+    if rules.methods and claims.method not in rules.methods:
+        # One person proving twice (by email, then OIDC) holds two
+        # pseudonyms; a petition that allows one method closes that hole.
+        raise _not_eligible(
+            f"this petition accepts signers verified by {' or '.join(sorted(rules.methods))} only;"
+            f" this credential was verified by {claims.method or 'an unknown method'}"
+        )
+    if rules.adults_only:
+        accepted = PROVEN_ADULT_BASES | ({DECLARED_ADULT_BASIS} if rules.accept_declared_adults else set())
+        if not claims.adult or claims.adult_basis not in accepted:
+            if claims.adult and claims.adult_basis == DECLARED_ADULT_BASIS:
+                raise _not_eligible(
+                    "only adults may sign this petition, and a self-declared adulthood is not accepted:"
+                    " sign in with an identity provider that proves it"
+                )
+            raise _not_eligible("only adults may sign this petition, and this credential does not prove adulthood")
+
+
+def _not_eligible(message: str) -> DomainError:
+    return DomainError(ErrorKind.FAILED_PRECONDITION, "NOT_ELIGIBLE", message)
+
+
+class Petitions(Protocol):
+    """Where the intake finds a petition: the process's petition view."""
+
+    async def get_current(self, petition_id: str) -> ViewPetition | None:
+        """No I/O for a petition the view holds; for another, waits (at most
+        a second) for the view to read what the topic holds now, so a
+        petition created a moment ago is found."""
+        ...
 
 
 class SignatureIntake:
     def __init__(
         self,
         keys: CredentialKeyCache[IdentityKeysUnavailable],
-        catalogue: CachedCatalogue,
+        petitions: Petitions,
         ledger: SignerLedger,
         publisher: SignaturePublisher,
         ip_hash_secret: bytes,
@@ -139,7 +175,7 @@ class SignatureIntake:
         clock: Callable[[], float] = time.time,
     ):
         self._keys = keys
-        self._catalogue = catalogue
+        self._petitions = petitions
         self._ledger = ledger
         self._publisher = publisher
         self._ip_secret = ip_hash_secret
@@ -169,7 +205,9 @@ class SignatureIntake:
         self._guard.check_blocked(ip=request.client_ip)
         claims = await self._verify(request.credential)
         now = self._clock()
-        petition = check_can_sign(await self._catalogue.get(request.petition_id), request.petition_id, claims, now)
+        petition = check_can_sign(
+            await self._petitions.get_current(request.petition_id), request.petition_id, claims, now
+        )
 
         idempotency_hash = _short_hash(request.idempotency_key) if request.idempotency_key else ""
         claim = LedgerEntry(EntryState.PENDING, uuid.uuid4().hex, idempotency_hash, now)
@@ -246,7 +284,7 @@ class SignatureIntake:
         self._detached.add(task)
         task.add_done_callback(self._detached.discard)
 
-    def _receipt_expiry(self, petition: Petition) -> float | None:
+    def _receipt_expiry(self, petition: ViewPetition) -> float | None:
         if petition.closes_at is None:
             return None
         return petition.closes_at + self._receipt_grace

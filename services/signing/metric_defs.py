@@ -63,9 +63,6 @@ PUBLISH_FAILURES = Counter(
     " (given up early: Kafka had acknowledged nothing for publish_stall_seconds) or refused.",
     ["cause"],
 )
-EVENTS_NOT_PUBLISHED = Counter(
-    "petitions_petition_events_not_published_total", "Petition lifecycle events Kafka did not acknowledge."
-)
 
 
 def sign_refusal_label(reason: str) -> str:

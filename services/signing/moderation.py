@@ -13,8 +13,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import events_pb2
 from servicekit.errors import DomainError, ErrorKind, invalid
+from servicekit.petition_ids import PETITION_ID, PETITION_ID_RULE
 from servicekit.text import has_control_characters
-from services.catalogue.model import PETITION_ID, PETITION_ID_RULE
 from services.signing.publisher import Overloaded, PublishFailed, SignaturePublisher, signature_key
 
 # Used with fullmatch (whole strings only; `$` would let "...\n" through).

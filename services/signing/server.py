@@ -3,47 +3,41 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
+import contextlib
 import ipaddress
 from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from petitions.v1 import petition_pb2, signing_pb2, signing_pb2_grpc
-from servicekit.errors import DomainError, ErrorKind
+from petitions.v1 import signing_pb2, signing_pb2_grpc
 from servicekit.grpc_server import ServiceServer
 from servicekit.lifecycle import GrpcApp, run_service
+from servicekit.petition_view import PetitionView
 from servicekit.rate_limits import FraudLimits
 from servicekit.request_guard import RequestGuard
 from servicekit.stores import CassandraSession, ReplaceableProducer, redis_client
-from services.catalogue.cache import CachedCatalogue
-from services.catalogue.messages import STATE_FROM_PROTO, petition_message, seconds_of, timestamp
-from services.catalogue.store import PetitionStore
-from services.signing.catalogue_admin import CatalogueAdmin
 from services.signing.credential_keys import IdentityKeysUnavailable, identity_key_cache
-from services.signing.deadlines import DeadlineCloser, PetitionEvents
 from services.signing.intake import Outcome, Receipt, SignatureIntake, SignatureRequest
 from services.signing.ledger import SignerLedger
 from services.signing.moderation import Selection, SignatureModeration
 from services.signing.publisher import SignaturePublisher
 from services.signing.settings import SigningSettings
 from services.signing.signature_lookup import SignatureLookup
+from services.signing.staff_auth import StaffAuthorisation
 
-ADMIN_TOKEN_FILE = "admin-token"
 IP_HASH_SECRET_FILE = "ip-hash.key"
 
 Context = grpc.aio.ServicerContext[Any, Any]
+log = structlog.get_logger()
 
 
 class SigningServicer(signing_pb2_grpc.SigningServicer):
-    def __init__(
-        self, intake: SignatureIntake, admin: CatalogueAdmin, moderation: SignatureModeration, admin_token: bytes
-    ):
+    def __init__(self, intake: SignatureIntake, moderation: SignatureModeration, staff: StaffAuthorisation):
         self._intake = intake
         self._moderation = moderation
-        self._admin = admin
-        self._admin_token = admin_token
+        self._staff = staff
 
     async def Sign(self, request: signing_pb2.SignRequest, context: Context) -> signing_pb2.SignResponse:
         receipt = await self._intake.sign(
@@ -56,36 +50,10 @@ class SigningServicer(signing_pb2_grpc.SigningServicer):
         )
         return sign_response(receipt)
 
-    async def CreatePetition(
-        self, request: signing_pb2.CreatePetitionRequest, context: Context
-    ) -> petition_pb2.Petition:
-        self._authorise(context)
-        return petition_message(await self._admin.create(request))
-
-    async def OpenPetition(self, request: signing_pb2.OpenPetitionRequest, context: Context) -> petition_pb2.Petition:
-        self._authorise(context)
-        return petition_message(await self._admin.transition(request.petition_id, "open"))
-
-    async def ClosePetition(self, request: signing_pb2.ClosePetitionRequest, context: Context) -> petition_pb2.Petition:
-        self._authorise(context)
-        return petition_message(await self._admin.transition(request.petition_id, "close"))
-
-    async def GetPetition(self, request: signing_pb2.GetPetitionRequest, context: Context) -> petition_pb2.Petition:
-        return petition_message(await self._admin.get(request.petition_id))
-
-    async def ListPetitions(
-        self, request: signing_pb2.ListPetitionsRequest, context: Context
-    ) -> signing_pb2.ListPetitionsResponse:
-        state = STATE_FROM_PROTO.get(request.state)
-        page = await self._admin.list(state, request.page_size, request.page_token)
-        return signing_pb2.ListPetitionsResponse(
-            petitions=[petition_message(p) for p in page.petitions], next_page_token=page.next_token
-        )
-
     async def InvalidateSignatures(
         self, request: signing_pb2.InvalidateSignaturesRequest, context: Context
     ) -> signing_pb2.InvalidateSignaturesResponse:
-        self._authorise(context)
+        administrator = await self._staff.administrator(context.invocation_metadata())
         published = await self._moderation.invalidate(
             Selection(
                 petition_id=request.petition_id,
@@ -96,19 +64,24 @@ class SigningServicer(signing_pb2_grpc.SigningServicer):
                 signed_before=seconds_of(request.signed_before, request.HasField("signed_before")),
             )
         )
+        # Who decided, by pseudonym (never a name), for the operators' record.
+        log.info(
+            "signatures invalidated",
+            petition_id=request.petition_id,
+            published=published,
+            staff=administrator.staff,
+        )
         return signing_pb2.InvalidateSignaturesResponse(published=published)
 
-    def _authorise(self, context: Context) -> None:
-        metadata = dict(context.invocation_metadata() or ())
-        header = str(metadata.get("authorization", ""))
-        if not header.startswith("Bearer "):
-            raise DomainError(
-                ErrorKind.UNAUTHENTICATED,
-                "ADMIN_TOKEN_MISSING",
-                "this call needs 'authorization: Bearer <token>'",
-            )
-        if not hmac.compare_digest(header.removeprefix("Bearer ").encode(), self._admin_token):
-            raise DomainError(ErrorKind.PERMISSION_DENIED, "ADMIN_TOKEN_INVALID", "the admin token is not valid")
+
+def seconds_of(value: Timestamp, present: bool) -> float | None:
+    return value.ToNanoseconds() / 1e9 if present else None
+
+
+def timestamp(seconds: float) -> Timestamp:
+    value = Timestamp()
+    value.FromNanoseconds(int(seconds * 1e9))
+    return value
 
 
 def sign_response(receipt: Receipt) -> signing_pb2.SignResponse:
@@ -129,18 +102,28 @@ def sign_response(receipt: Receipt) -> signing_pb2.SignResponse:
 
 
 class SigningApp(GrpcApp):
-    """Everything signing runs, with one start/stop pair."""
+    """Everything signing runs, with one start/stop pair.
+
+    It learns petitions only from the petition-state topic (its petition
+    view), never from the petitions service or its tables, so it keeps
+    signing while that service is down; and it serves only once the view
+    has read the whole topic, so it never calls a petition unknown that was
+    created before it started."""
 
     def __init__(self, settings: SigningSettings):
         self.settings = settings
         self.redis = redis_client(settings)
         self.producer = ReplaceableProducer(settings, linger_ms=settings.producer_linger_ms)
+        # Only for InvalidateSignatures' selection by IP or time window.
         self.cassandra = CassandraSession(settings)
         self.identity_channel = grpc.aio.insecure_channel(settings.identity_address)
         self.keys = identity_key_cache(self.identity_channel)
-        self.store = PetitionStore(self.cassandra)
         self.lookup = SignatureLookup(self.cassandra, settings.signature_partitions)
-        catalogue = CachedCatalogue(self.store, settings.catalogue_cache_seconds)
+        self._stores = contextlib.AsyncExitStack()
+        self.server = ServiceServer([signing_pb2.DESCRIPTOR.services_by_name["Signing"].full_name], settings)
+
+    def _servicer(self, view: PetitionView) -> SigningServicer:
+        settings = self.settings
         ledger = SignerLedger(self.redis, claim_seconds=int(settings.publish_timeout_seconds) + 20)
         publisher = SignaturePublisher(
             self.producer,
@@ -152,7 +135,7 @@ class SigningApp(GrpcApp):
         ip_hash_secret = settings.read_secret(IP_HASH_SECRET_FILE)
         intake = SignatureIntake(
             self.keys,
-            catalogue,
+            view,
             ledger,
             publisher,
             ip_hash_secret,
@@ -170,22 +153,10 @@ class SigningApp(GrpcApp):
                 )
             ),
         )
-        events = PetitionEvents(self.producer, settings.petition_events_topic)
-        self.closer = DeadlineCloser(self.store, catalogue, events, settings.deadline_check_seconds)
-        self.server = ServiceServer([signing_pb2.DESCRIPTOR.services_by_name["Signing"].full_name], settings)
-        signing_pb2_grpc.add_SigningServicer_to_server(
-            SigningServicer(
-                intake,
-                CatalogueAdmin(self.store, catalogue, events),
-                SignatureModeration(self.lookup, publisher),
-                settings.read_secret(ADMIN_TOKEN_FILE),
-            ),
-            self.server.server,
-        )
+        return SigningServicer(intake, SignatureModeration(self.lookup, publisher), StaffAuthorisation(self.keys))
 
     async def start(self) -> None:
         await self.cassandra.start()
-        self.store.prepare()
         self.lookup.prepare()
         await self.producer.start()
         await self.redis.ping()
@@ -193,14 +164,20 @@ class SigningApp(GrpcApp):
             await self.keys.refresh()
         except IdentityKeysUnavailable as error:
             # Not fatal: the keys are fetched on the first Sign instead.
-            structlog.get_logger().warning("identity keys not loaded at start", error=str(error))
-        self.run_in_background(self.closer.run(), "close-at-deadline")
+            log.warning("identity keys not loaded at start", error=str(error))
+        # Returns once the view holds every petition the topic held.
+        view = await self._stores.enter_async_context(PetitionView.open(self.settings))
+        signing_pb2_grpc.add_SigningServicer_to_server(self._servicer(view), self.server.server)
+        # A view that stops following would serve ever older states: the
+        # process exits instead, for its supervisor to restart it.
+        self.run_in_background(view.followed(), "petition-view")
         await self.server.start()
 
     async def stop(self) -> None:
         # Drain RPCs first: each one is waiting on Kafka and must get its answer.
         await self.server.stop(self.settings.grace_seconds)
         await self.stop_background()
+        await self._stores.aclose()
         await self.producer.stop()
         await self.identity_channel.close()
         await self.redis.aclose()

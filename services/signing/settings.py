@@ -37,12 +37,9 @@ class SigningSettings(ServiceSettings):
     # calls. At a peak a few milliseconds fill batches of many signatures:
     # at 1,000 Sign/s, 5 ms instead of 2 halved the broker's CPU.
     producer_linger_ms: int = 5
-    catalogue_cache_seconds: float = 2.0
     # How long after its petition closes a receipt is kept, so that a retry
     # (same idempotency key) still gets the first answer.
     idempotency_ttl_seconds: int = 24 * 3600
     grace_seconds: float = 10.0
     rate_limits: dict[str, RateLimit] = DEFAULT_LIMITS
-    # How often petitions past their deadline are closed.
-    deadline_check_seconds: float = 10.0
     blocked_ip_networks: tuple[str, ...] = ()

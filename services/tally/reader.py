@@ -11,14 +11,21 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from servicekit.coalescing import CoalescingCache
 from servicekit.errors import invalid
-from services.catalogue.cache import CachedCatalogue
-from services.catalogue.errors import petition_not_found
-from services.catalogue.model import PETITION_ID, PETITION_ID_RULE
+from servicekit.petition_ids import PETITION_ID, PETITION_ID_RULE
+from servicekit.petition_view import ViewPetition, petition_not_found
 from services.tally.counters import ShardedCounters, Totals
 from services.tally.thresholds import Crossing, ThresholdStore
+
+
+class Petitions(Protocol):
+    """Where the reader finds a petition: the process's petition view."""
+
+    async def get_current(self, petition_id: str) -> ViewPetition | None: ...
+
 
 EndOffsets = Callable[[Sequence[int]], Awaitable[dict[int, int]]]
 
@@ -40,7 +47,7 @@ class TallyReader:
     def __init__(
         self,
         counters: ShardedCounters,
-        catalogue: CachedCatalogue,
+        petitions: Petitions,
         thresholds: ThresholdStore,
         partitions: Callable[[], Sequence[int]],
         end_offsets: EndOffsets,
@@ -48,7 +55,7 @@ class TallyReader:
         cache_seconds: float,
     ):
         self._counters = counters
-        self._catalogue = catalogue
+        self._petitions = petitions
         self._thresholds = thresholds
         self._partitions = partitions
         self._end_offsets = end_offsets
@@ -58,10 +65,12 @@ class TallyReader:
 
     async def read(self, petition_id: str) -> TallySnapshot:
         """The petition's tally, at most cache_seconds old; INVALID_ARGUMENT
-        or NOT_FOUND for an id that names no petition."""
+        or NOT_FOUND for an id that names no petition (in the petition view:
+        no I/O for a petition it holds, so a flash crowd of readers costs no
+        lookup; one created a moment ago is waited for)."""
         if not PETITION_ID.fullmatch(petition_id):
             raise invalid("petition_id", PETITION_ID_RULE)
-        if await self._catalogue.get(petition_id) is None:
+        if await self._petitions.get_current(petition_id) is None:
             raise petition_not_found(petition_id)
         return await self.snapshots.get(petition_id)
 

@@ -22,6 +22,9 @@ from services.tally.recount import Recount
 
 log = structlog.get_logger()
 
+# Every petition tally knows of (its petition view): a shard is rebuilt for
+# each; signatures of a petition the view does not hold are not (signing
+# never accepts them).
 PetitionIds = Callable[[], Awaitable[list[str]]]
 
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import tally_pb2, tally_pb2_grpc
 from servicekit.grpc_server import ServiceServer
 from servicekit.lifecycle import GrpcApp, run_service
+from servicekit.petition_view import PetitionView
 from servicekit.stores import CassandraSession, ReplaceableProducer, redis_client
-from services.catalogue.cache import CachedCatalogue
-from services.catalogue.messages import timestamp
-from services.catalogue.store import PetitionStore
 from services.tally.applier import BatchApplier
 from services.tally.archive import SignatureArchive
 from services.tally.consumer import SignatureConsumer
@@ -33,6 +33,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 # An unpublished crossing younger than this may still be being announced by
 # the worker that recorded it.
 THRESHOLD_SWEEP_GRACE_SECONDS = 10.0
+# How often petitions a batch touched before the view knew them are checked
+# against their thresholds again.
+UNSEEN_PETITIONS_CHECK_SECONDS = 0.5
 
 
 class TallyServicer(tally_pb2_grpc.TallyServicer):
@@ -48,6 +51,12 @@ class TallyServicer(tally_pb2_grpc.TallyServicer):
     ) -> AsyncIterator[tally_pb2.PetitionTally]:
         async for snapshot in self._feeds.watch(request.petition_id):
             yield tally_message(snapshot)
+
+
+def timestamp(seconds: float) -> Timestamp:
+    value = Timestamp()
+    value.FromNanoseconds(int(seconds * 1e9))
+    return value
 
 
 def tally_message(snapshot: TallySnapshot) -> tally_pb2.PetitionTally:
@@ -98,46 +107,54 @@ class TallyApp(GrpcApp):
             if self.consuming
             else AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
         )
-        self.store = PetitionStore(self.cassandra)
         self.archive = SignatureArchive(
             self.cassandra, settings.cassandra_write_concurrency, settings.cassandra_rows_per_batch
         )
-        counters = ShardedCounters(self.redis, topic)
-        catalogue = CachedCatalogue(self.store, settings.catalogue_cache_seconds)
+        self.counters = ShardedCounters(self.redis, topic)
         self.thresholds = ThresholdStore(self.cassandra)
-        self.watcher = ThresholdWatcher(
-            catalogue, counters, self._partitions, self.thresholds, self.producer, settings.petition_events_topic
+        self.recount = Recount(self.cassandra, self.counters, settings.signature_partitions)
+        self._stores = contextlib.AsyncExitStack()
+        # Built once the petition view is open (start), as they read it.
+        self.feeds: TallyFeeds | None = None
+        served = [tally_pb2.DESCRIPTOR.services_by_name["Tally"].full_name] if self.reading else []
+        self.server = ServiceServer(served, settings)
+
+    def _with_view(self, view: PetitionView) -> tuple[ThresholdWatcher, SignatureConsumer, TallyFeeds]:
+        """The parts that read petitions: thresholds from each petition's
+        own, GetTally's NOT_FOUND, and which petitions a lost shard holds,
+        all from the petition view (tally never reads the petition tables)."""
+        settings = self.settings
+        watcher = ThresholdWatcher(
+            view, self.counters, self._partitions, self.thresholds, self.producer, settings.petition_events_topic
         )
-        self.recount = Recount(self.cassandra, counters, settings.signature_partitions)
-        recovery = ShardRecovery(self.recount, counters, self._petition_ids)
+
+        async def petition_ids() -> list[str]:
+            return view.ids()
+
         applier = BatchApplier(
             self.archive,
-            counters,
+            self.counters,
             DeadLetterSink(self.producer, settings.dead_letter_topic),
-            self.watcher,
-            recovery,
+            watcher,
+            ShardRecovery(self.recount, self.counters, petition_ids),
             settings.max_dead_letters_in_row,
         )
-        self.loop = SignatureConsumer(
+        loop = SignatureConsumer(
             self.consumer, applier, settings.max_batch_messages, settings.poll_timeout_ms, settings.batch_linger_ms
         )
         reader = TallyReader(
-            counters,
-            catalogue,
+            self.counters,
+            view,
             self.thresholds,
             self._partitions,
             self._end_offsets,
             settings.lag_cache_seconds,
             settings.tally_cache_seconds,
         )
-        self.feeds = TallyFeeds(reader.read, settings.watch_interval_ms / 1000, settings.max_watchers)
-        served = [tally_pb2.DESCRIPTOR.services_by_name["Tally"].full_name] if self.reading else []
-        self.server = ServiceServer(served, settings)
+        feeds = TallyFeeds(reader.read, settings.watch_interval_ms / 1000, settings.max_watchers)
         if self.reading:
-            tally_pb2_grpc.add_TallyServicer_to_server(TallyServicer(reader, self.feeds), self.server.server)
-
-    async def _petition_ids(self) -> list[str]:
-        return [petition.id for petition in await self.store.list_all()]
+            tally_pb2_grpc.add_TallyServicer_to_server(TallyServicer(reader, feeds), self.server.server)
+        return watcher, loop, feeds
 
     def _partitions(self) -> Sequence[int]:
         known = self.consumer.partitions_for_topic(self.settings.signatures_topic)
@@ -150,29 +167,38 @@ class TallyApp(GrpcApp):
 
     async def start(self) -> None:
         await self.cassandra.start()
-        self.store.prepare()
         self.thresholds.prepare()
         await self.redis.ping()
+        # Returns once the view holds every petition the topic held, so no
+        # read is answered NOT_FOUND for a petition created before this start.
+        view = await self._stores.enter_async_context(PetitionView.open(self.settings))
+        watcher, loop, self.feeds = self._with_view(view)
+        # A view that stops following would serve ever older states: the
+        # process exits instead, for its supervisor to restart it.
+        self.run_in_background(view.followed(), "petition-view")
         if self.consuming:
             self.archive.prepare()
             self.recount.prepare()
             await self.producer.start()
-            await self.watcher.republish_pending()
+            await watcher.republish_pending()
         await self.consumer.start()
         if self.consuming:
-            self.run_in_background(self.loop.run(), "consume-signatures")
+            self.run_in_background(loop.run(), "consume-signatures")
             self.run_in_background(
-                self.watcher.sweep_unpublished(self.settings.threshold_sweep_seconds, THRESHOLD_SWEEP_GRACE_SECONDS),
+                watcher.sweep_unpublished(self.settings.threshold_sweep_seconds, THRESHOLD_SWEEP_GRACE_SECONDS),
                 "threshold-sweep",
             )
+            self.run_in_background(watcher.check_unseen(UNSEEN_PETITIONS_CHECK_SECONDS), "threshold-new-petitions")
         await self.server.start()
 
     async def stop(self) -> None:
         # Watch streams never end by themselves: end them first, so the
         # drain is not spent waiting for them.
-        self.feeds.close()
+        if self.feeds is not None:
+            self.feeds.close()
         await self.server.stop(self.settings.grace_seconds)
         await self.stop_background()
+        await self._stores.aclose()
         await self.consumer.stop()
         await self.producer.stop()
         await self.redis.aclose()

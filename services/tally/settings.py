@@ -36,7 +36,6 @@ class TallySettings(ServiceSettings):
     # Rows per unlogged single-partition batch; about 3 KiB at 16, under
     # Cassandra's default batch_size_warn_threshold (5 KiB).
     cassandra_rows_per_batch: int = 16
-    catalogue_cache_seconds: float = 5.0
     # How often a consumer announces threshold crossings recorded by a
     # worker that died before announcing them.
     threshold_sweep_seconds: float = 30.0

@@ -16,21 +16,46 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from aiokafka.errors import KafkaError
 from cassandra import DriverException
 from google.protobuf.timestamp_pb2 import Timestamp
+from redis.exceptions import RedisError
 
 from petitions.v1 import events_pb2
+from servicekit.petition_view import ViewPetition
 from servicekit.stores import CassandraSession, ReplaceableProducer
-from services.catalogue.cache import CachedCatalogue
-from services.catalogue.model import Threshold
 from services.tally.counters import ShardedCounters, Totals
 from services.tally.metric_defs import THRESHOLDS_CROSSED
 
 log = structlog.get_logger()
+
+MAX_UNSEEN = 1_000
+
+
+class Threshold(Protocol):
+    """What a threshold rule needs (the petition view's ViewThreshold)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def signatures(self) -> int: ...
+
+    @property
+    def min_territories(self) -> int: ...
+
+
+T = TypeVar("T", bound=Threshold)
+
+
+class Petitions(Protocol):
+    """Where tally finds a petition: the process's petition view, folded
+    from the petition-state topic (a synchronous read, no I/O)."""
+
+    def get(self, petition_id: str) -> ViewPetition | None: ...
 
 
 @dataclass(frozen=True)
@@ -42,7 +67,7 @@ class Crossing:
     reached_at: float
 
 
-def crossed(thresholds: Iterable[Threshold], totals: Totals, already: set[str]) -> list[Threshold]:
+def crossed(thresholds: Iterable[T], totals: Totals, already: set[str]) -> list[T]:
     """The thresholds these totals satisfy that were not reached before. A
     territorial rule (e.g. 500,000 from at least 30 départements) needs both
     conditions at once."""
@@ -109,14 +134,14 @@ def _crossing(row: Any) -> Crossing:
 class ThresholdWatcher:
     def __init__(
         self,
-        catalogue: CachedCatalogue,
+        petitions: Petitions,
         counters: ShardedCounters,
         partitions: Callable[[], Sequence[int]],
         store: ThresholdStore,
         producer: ReplaceableProducer,
         topic: str,
     ):
-        self._catalogue = catalogue
+        self._petitions = petitions
         self._counters = counters
         self._partitions = partitions
         self._store = store
@@ -126,6 +151,11 @@ class ThresholdWatcher:
         # read once a petition's crossings are known.
         self._known: dict[str, set[str]] = {}
         self._to_announce: list[Crossing] = []
+        # Petitions a batch touched before this process's view knew them (a
+        # petition created a moment ago: signing's view saw it, this one not
+        # yet): checked again with every later check, so a crossing by the
+        # very first signatures is not missed when nothing else arrives.
+        self._unseen: set[str] = set()
         self._checking = asyncio.Lock()
 
     async def check(self, petition_ids: Iterable[str]) -> None:
@@ -133,13 +163,32 @@ class ThresholdWatcher:
         # applied concurrently, and two checks of one petition would race.
         async with self._checking:
             await self._announce_recorded()
-            for petition_id in petition_ids:
+            for petition_id in sorted({*petition_ids, *self._unseen}):
                 await self._check_one(petition_id)
             await self._announce_recorded()
 
+    async def check_unseen(self, every_seconds: float) -> None:
+        """Runs for the life of a consumer: checks again, this often, the
+        petitions a batch touched before the view knew them."""
+        while True:
+            await asyncio.sleep(every_seconds)
+            if not self._unseen or not any(self._petitions.get(p) for p in self._unseen):
+                continue
+            try:
+                await self.check(())
+            except (DriverException, KafkaError, RedisError, OSError) as error:
+                log.warning("threshold check of new petitions failed; the next one retries", error=repr(error))
+
     async def _check_one(self, petition_id: str) -> None:
-        petition = await self._catalogue.get(petition_id)
-        if petition is None or not petition.thresholds:
+        petition = self._petitions.get(petition_id)
+        if petition is None:
+            # Bounded: ids put on the log around signing (which checks them)
+            # must not grow this without limit.
+            if len(self._unseen) < MAX_UNSEEN:
+                self._unseen.add(petition_id)
+            return
+        self._unseen.discard(petition_id)
+        if not petition.thresholds:
             return
         if petition_id not in self._known:
             self._known[petition_id] = {c.threshold_id for c, _ in await self._store.reached(petition_id)}
