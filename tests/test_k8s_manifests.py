@@ -150,7 +150,18 @@ def test_converted_crd_schemas_are_strict() -> None:
 
 @pytest.mark.parametrize(
     "check",
-    ["env-names", "probes", "grace", "labels", "topics", "pod-security", "observability", "replication", "network"],
+    [
+        "env-names",
+        "probes",
+        "grace",
+        "labels",
+        "topics",
+        "pod-security",
+        "secret-files",
+        "observability",
+        "replication",
+        "network",
+    ],
 )
 def test_policy_holds(objects: list[Obj], overlay: str, check: str) -> None:
     assert k8s_check.checks_for(overlay)[check](objects) == []

@@ -826,6 +826,55 @@ def check_pod_security(objects: list[Obj]) -> list[str]:
     return problems
 
 
+# The secret files each program reads from its secrets directory at start
+# (the services' *_FILE constants), beside the settings that name one
+# (`*_file`, e.g. PETITIONS_SMTP_PASSWORD_FILE).
+SECRET_FILES = {
+    "services.identity": ("identity-keys", "pseudonym-hmac.key"),
+    "services.signing": ("ip-hash.key",),
+    "services.gateway": ("gateway-cookie.key",),
+    "services.devidp": ("devidp-key.pem",),
+    "locust": ("identity-keys",),
+}
+
+
+def check_secret_files(objects: list[Obj]) -> list[str]:
+    """Every secret file a container reads is mounted where its settings look
+    (secrets_dir/name): by a mount of exactly that path, or by a whole Secret
+    mounted at secrets_dir. A missing one stops the service at start."""
+    problems: list[str] = []
+    for item in containers(objects):
+        program = program_of(item.container)
+        settings, _ = settings_for(objects, item)
+        if settings is not None:
+            directory = str(settings.secrets_dir)
+        elif program == "services.devidp":
+            args = item.container.get("args", [])
+            directory = args[args.index("--secrets-dir") + 1]
+        else:
+            continue
+        wanted = list(SECRET_FILES.get(program, ()))
+        if settings is not None:
+            wanted += [
+                str(getattr(settings, field))
+                for field in type(settings).model_fields
+                if field.endswith("_file") and getattr(settings, field)
+            ]
+        mounts = item.container.get("volumeMounts", [])
+        volumes = {volume["name"]: volume for volume in item.pod["spec"].get("volumes", [])}
+        whole = any(
+            mount["mountPath"].rstrip("/") == directory.rstrip("/")
+            and "subPath" not in mount
+            and ("secret" in volumes.get(mount["name"], {}) or "csi" in volumes.get(mount["name"], {}))
+            for mount in mounts
+        )
+        paths = {mount["mountPath"].rstrip("/") for mount in mounts}
+        for name in wanted:
+            if not whole and f"{directory.rstrip('/')}/{name}" not in paths:
+                problems.append(f"{item.name}: reads secret file {directory}/{name}, which is not mounted")
+    return problems
+
+
 # --- network policies ----------------------------------------------------------------
 
 
@@ -1036,6 +1085,7 @@ POLICY_CHECKS: dict[str, Check] = {
     "labels": check_labels,
     "topics": check_topics,
     "pod-security": check_pod_security,
+    "secret-files": check_secret_files,
     "observability": check_observability_sources,
 }
 
