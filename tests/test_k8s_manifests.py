@@ -273,3 +273,29 @@ def test_hadolint_refuses_a_broken_containerfile() -> None:
     assert result.returncode != 0
     assert "DL3007" in result.stdout
     assert "DL3002" in result.stdout
+
+
+# --- kustomize and the load generator ---------------------------------------------------
+
+
+def test_kustomizations_have_no_remote_bases() -> None:
+    """Everything renders offline: each resource and patch is a file or folder of deploy/k8s/."""
+    for kustomization in sorted(k8s_check.K8S.rglob("kustomization.yaml")):
+        spec = yaml.safe_load(kustomization.read_text())
+        paths = [*spec.get("resources", []), *(p["path"] for p in spec.get("patches", []) if "path" in p)]
+        for path in paths:
+            assert "://" not in path, f"{kustomization}: remote {path}"
+            target = (kustomization.parent / path).resolve()
+            assert target.exists(), f"{kustomization}: {path} does not exist"
+            assert target.is_relative_to(k8s_check.K8S), f"{kustomization}: {path} is outside deploy/k8s/"
+
+
+def test_locust_master_waits_for_every_worker() -> None:
+    dev = rendered_overlay("dev")
+    (master,) = [job for job in k8s_check.of_kind(dev, "Job") if job["metadata"]["name"] == "locust-master"]
+    (worker,) = [d for d in k8s_check.of_kind(dev, "Deployment") if d["metadata"]["name"] == "locust-worker"]
+    command = master["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--headless" in command
+    assert int(command[command.index("--expect-workers") + 1]) == worker["spec"]["replicas"]
+    assert "loadtests/locustfile.py" in command
+    assert not [obj for obj in rendered_overlay("prod") if obj["metadata"]["name"].startswith("locust")]
