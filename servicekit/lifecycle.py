@@ -33,6 +33,9 @@ class ProcessSettings(Protocol):
     def metrics_port(self) -> int: ...
 
     @property
+    def metrics_host(self) -> str: ...
+
+    @property
     def listen_address(self) -> str: ...
 
 
@@ -101,7 +104,7 @@ async def run_service(name: str, settings: ProcessSettings, build: Callable[[], 
     """Builds the app inside the running event loop (grpc.aio and the
     clients bind to the loop they are created on), serves it, stops it."""
     log = configure_logging(name, settings.log_level, settings.log_format)
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     app = build()
     await app.start()
     log.info(f"{name} serving", address=settings.listen_address, port=app.port)

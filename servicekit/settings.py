@@ -20,6 +20,9 @@ class CommonSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: str = "json"
+    # Where /metrics listens: loopback on a laptop; every interface in a pod
+    # (0.0.0.0), so Prometheus can scrape it.
+    metrics_host: str = "127.0.0.1"
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     redis_url: str = "redis://127.0.0.1:16379/0"
