@@ -20,12 +20,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from petitions.v1 import events_pb2, identity_pb2
 from servicekit.credential_keys import CredentialKeyCache
 from servicekit.errors import DomainError, ErrorKind, invalid
+from servicekit.identity_keys import IdentityKeysUnavailable
 from servicekit.petition_ids import PETITION_ID, PETITION_ID_RULE
 from servicekit.petition_view import PetitionState, ViewEligibility, ViewPetition, petition_not_found
 from servicekit.rate_limits import Bucket, Refusal, client_address
 from servicekit.request_guard import RequestGuard, refusal_error
 from servicekit.signer_credential import CredentialRejected, SignerClaims
-from services.signing.credential_keys import IdentityKeysUnavailable
 from services.signing.ledger import EntryState, LedgerEntry, LedgerUnavailable, SignerLedger
 from services.signing.metric_defs import (
     SIGN_ACCEPTED,

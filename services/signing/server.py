@@ -13,12 +13,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import signing_pb2, signing_pb2_grpc
 from servicekit.grpc_server import ServiceServer
+from servicekit.identity_keys import IdentityKeysUnavailable, identity_key_cache
 from servicekit.lifecycle import GrpcApp, run_service
 from servicekit.petition_view import PetitionView
 from servicekit.rate_limits import FraudLimits
 from servicekit.request_guard import RequestGuard
 from servicekit.stores import CassandraSession, ReplaceableProducer, redis_client
-from services.signing.credential_keys import IdentityKeysUnavailable, identity_key_cache
 from services.signing.intake import Outcome, Receipt, SignatureIntake, SignatureRequest
 from services.signing.ledger import SignerLedger
 from services.signing.moderation import Selection, SignatureModeration

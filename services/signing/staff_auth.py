@@ -17,9 +17,9 @@ from typing import Any
 from servicekit import role_credentials
 from servicekit.credential_keys import CredentialKeyCache
 from servicekit.errors import DomainError, ErrorKind
+from servicekit.identity_keys import IdentityKeysUnavailable
 from servicekit.signer_credential import AUDIENCE as SIGNER_AUDIENCE
 from servicekit.signer_credential import CredentialRejected, CredentialVerifier
-from services.signing.credential_keys import IdentityKeysUnavailable
 
 # Every audience identity issues, but staff's, with what to call a holder.
 _OTHER_KINDS = {SIGNER_AUDIENCE: "a signer credential", role_credentials.AUTHOR_AUDIENCE: "an author credential"}
