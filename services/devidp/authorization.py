@@ -130,13 +130,23 @@ class CodeStore:
     def __init__(self) -> None:
         self._codes: dict[str, PendingCode] = {}
 
-    def issue(
+    def issue(self, request: AuthorizationRequest, persona: str, country: str, territory: str) -> str:
+        """A code for an anonymous sign-in."""
+        return self._issue(request, persona, country, territory, None)
+
+    def issue_identified(
+        self, request: AuthorizationRequest, persona: str, country: str, territory: str, identity: IdentityClaims
+    ) -> str:
+        """A code for an identified sign-in: its token carries names and birthdate."""
+        return self._issue(request, persona, country, territory, identity)
+
+    def _issue(
         self,
         request: AuthorizationRequest,
         persona: str,
         country: str,
         territory: str,
-        identity: IdentityClaims | None = None,
+        identity: IdentityClaims | None,
     ) -> str:
         if not PERSONA.fullmatch(persona):
             raise AuthorizationRefused("the persona name must be 1 to 64 letters, digits, '.', '_' or '-'")

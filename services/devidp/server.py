@@ -75,21 +75,20 @@ async def authorize(request: web.Request) -> web.Response:
         authorization = authorization_request(parameters)
     except AuthorizationRefused as refused:
         return web.Response(text=f"bad authorization request: {refused}", status=400)
-    identity = None
-    if authorization.identified:
-        identity = IdentityClaims(
-            given_name=parameters.get("given_name", "").strip(),
-            family_name=parameters.get("family_name", "").strip(),
-            birthdate=parameters.get("birthdate", "").strip(),
-        )
+    codes = request.app[CODES_KEY]
+    persona = parameters.get("persona", "").strip()
+    country = parameters.get("country", "").strip()
+    territory = parameters.get("territory", "").strip()
     try:
-        code = request.app[CODES_KEY].issue(
-            authorization,
-            parameters.get("persona", "").strip(),
-            parameters.get("country", "").strip(),
-            parameters.get("territory", "").strip(),
-            identity,
-        )
+        if authorization.identified:
+            identity = IdentityClaims(
+                given_name=parameters.get("given_name", "").strip(),
+                family_name=parameters.get("family_name", "").strip(),
+                birthdate=parameters.get("birthdate", "").strip(),
+            )
+            code = codes.issue_identified(authorization, persona, country, territory, identity)
+        else:
+            code = codes.issue(authorization, persona, country, territory)
     except AuthorizationRefused as refused:
         return _page(sign_in_form(parameters, str(refused)), status=400)
     return web.Response(status=303, headers={"Location": redirect_with_code(authorization, code)})
