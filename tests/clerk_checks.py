@@ -13,7 +13,7 @@ import grpc
 import jwt
 import pytest
 
-from petitions.v1 import identity_pb2, petition_pb2, petitions_pb2
+from petitions.v1 import petition_pb2, petitions_pb2
 from tests.errors import Rejection, rejection
 from tests.system import SystemClient
 
@@ -22,30 +22,7 @@ Metadata = tuple[tuple[str, str | bytes], ...]
 
 def author_metadata(system: SystemClient, persona: str = "") -> Metadata:
     """An author credential's metadata, from identity."""
-    persona = persona or f"author-{uuid.uuid4().hex[:8]}"
-    try:
-        reply: identity_pb2.AuthorCredential = system.identity.ExchangeAuthorIdToken(
-            identity_pb2.ExchangeAuthorIdTokenRequest(
-                id_token=system.id_token(persona, identified=True, birthdate="1990-01-01"),
-                display_name=identity_pb2.DISPLAY_NAME_FORM_GIVEN_NAME_AND_INITIAL,
-            ),
-            timeout=10,
-        )
-        token = reply.token
-    except grpc.RpcError as error:
-        # TRANSITIONAL (until identity serves ExchangeAuthorIdToken): mint
-        # with identity's own key file, as tests/system.py staff_credential
-        # does. Remove this branch once identity answers.
-        if error.code() is not grpc.StatusCode.UNIMPLEMENTED:
-            raise
-        from servicekit import role_credentials
-        from servicekit.signer_credential import load_private_key
-
-        key_file = sorted((system.namespace.secrets_dir / "identity-keys").glob("*.pem"))[0]
-        token, _ = role_credentials.issue_author(
-            load_private_key(key_file.read_bytes()), f"author-{persona}", "Marie D.", 600
-        )
-    return (("authorization", f"Bearer {token}"),)
+    return system.author(persona or f"author-{uuid.uuid4().hex[:8]}")
 
 
 def signer_metadata(system: SystemClient) -> Metadata:

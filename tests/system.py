@@ -99,10 +99,18 @@ class SystemClient:
         *,
         identified: bool = False,
         birthdate: str = "1990-01-01",
+        published_name: bool = False,
     ) -> str:
         """An ID token from the dev provider: the anonymous-mode one, or with
-        identified=True the identified-mode one (name and birthdate)."""
-        self.raw_identities.update({f"dev-persona:{persona}", persona, persona.title()})
+        identified=True the identified-mode one (name and birthdate).
+        published_name: the token is for an author's or a staff member's
+        credential, whose name is published by consent (an author's display
+        name is petition content; staff act in their own name in the audit
+        trail), so the privacy audit does not look for that name; the subject
+        must still never be stored."""
+        self.raw_identities.update({f"dev-persona:{persona}", persona})
+        if not published_name:
+            self.raw_identities.add(persona.title())
         body = json.dumps(
             {
                 "persona": persona,
@@ -210,32 +218,29 @@ class SystemClient:
         cached = self._staff.get(persona)
         if cached is not None and cached[0] > time.time() + 30:
             return cached[1]
-        try:
-            reply: identity_pb2.StaffCredential = self.identity.ExchangeStaffIdToken(
-                identity_pb2.ExchangeStaffIdTokenRequest(id_token=self.id_token(persona, identified=True)), timeout=10
-            )
-        except grpc.RpcError as error:
-            # TRANSITIONAL (until identity serves ExchangeStaffIdToken): mint
-            # with identity's own key file. Removed before this lands.
-            if error.code() is not grpc.StatusCode.UNIMPLEMENTED:
-                raise
-            from servicekit import role_credentials
-            from servicekit.signer_credential import load_private_key
-
-            key_file = sorted((self.namespace.secrets_dir / "identity-keys").glob("*.pem"))[0]
-            from tests.harness import STAFF_PERSONAS
-
-            token, expires = role_credentials.issue_staff(
-                load_private_key(key_file.read_bytes()),
-                f"staff-{persona}",
-                persona.title(),
-                frozenset(STAFF_PERSONAS[persona]),
-                600,
-            )
-            self._staff[persona] = (expires, token)
-            return token
+        reply: identity_pb2.StaffCredential = self.identity.ExchangeStaffIdToken(
+            identity_pb2.ExchangeStaffIdTokenRequest(
+                id_token=self.id_token(persona, identified=True, published_name=True)
+            ),
+            timeout=10,
+        )
         self._staff[persona] = (reply.expires_at.ToNanoseconds() / 1e9, reply.token)
         return reply.token
+
+    def author_credential(self, persona: str, birthdate: str = "1985-04-02") -> identity_pb2.AuthorCredential:
+        """An author credential of an identified adult (see id_token's
+        published_name)."""
+        reply: identity_pb2.AuthorCredential = self.identity.ExchangeAuthorIdToken(
+            identity_pb2.ExchangeAuthorIdTokenRequest(
+                id_token=self.id_token(persona, identified=True, birthdate=birthdate, published_name=True)
+            ),
+            timeout=10,
+        )
+        return reply
+
+    def author(self, persona: str) -> tuple[tuple[str, str | bytes], ...]:
+        """gRPC metadata carrying an author credential."""
+        return (("authorization", f"Bearer {self.author_credential(persona).token}"),)
 
     def staff(self, persona: str = "staff-admin") -> tuple[tuple[str, str | bytes], ...]:
         """gRPC metadata carrying a staff credential."""
