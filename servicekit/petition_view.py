@@ -251,7 +251,8 @@ class PetitionView:
         finally:
             await consumer.stop()
 
-    # Reads: synchronous, no I/O.
+    # Reads: get() is synchronous and never does I/O; get_current() does
+    # only for a petition the view does not hold.
 
     def get(self, petition_id: str) -> ViewPetition | None:
         return self._petitions.get(petition_id)
@@ -264,11 +265,11 @@ class PetitionView:
 
     async def get_current(self, petition_id: str) -> ViewPetition | None:
         """get(), but for a petition the view does not hold, only after the
-        view has read what the topic held when this call began (at most
-        SYNC_TIMEOUT_SECONDS): a petition whose creation was acknowledged before a Sign
-        arrived is found even if that was a millisecond ago. A petition held
-        costs no I/O; a miss costs one end-offset request shared by every
-        concurrent miss."""
+        view has read what the topic held when this call began (waiting at
+        most SYNC_TIMEOUT_SECONDS): a petition whose creation Kafka had
+        acknowledged before a Sign arrived is found, even a millisecond
+        later. A petition held costs no I/O; a miss costs one end-offset
+        request, shared by the concurrent misses."""
         held = self._petitions.get(petition_id)
         if held is None and await self.sync():
             held = self._petitions.get(petition_id)
