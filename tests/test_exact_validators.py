@@ -34,7 +34,7 @@ import jsonschema_rs
 import pytest
 from yarl import URL
 
-from petitions.v1 import petition_pb2, signing_pb2, tally_pb2
+from petitions.v1 import petition_pb2, petitions_pb2, signing_pb2, tally_pb2
 from services.devidp.authorization import AuthorizationRefused, AuthorizationRequest, CodeStore
 from services.gateway.pages import OPENAPI_FILE
 from tests.errors import Rejection, rejection
@@ -74,7 +74,7 @@ def hex_digits(count: int) -> str:
 
 def petition_exists(system: SystemClient, petition_id: str) -> bool:
     """Read from Cassandra, as an auditor would, whatever the API says."""
-    rows = system.cassandra.execute("SELECT id FROM petitions WHERE id = %s", (petition_id,))
+    rows = system.cassandra.execute("SELECT id FROM petition_records WHERE id = %s", (petition_id,))
     return rows.one() is not None
 
 
@@ -142,7 +142,7 @@ def test_identity_refuses_a_client_ip_with_trailing_junk(system: SystemClient, s
     assert not system.mail_to(mailbox, timeout=0), "a refused request sent a code"
 
 
-# signing: the catalogue
+# the petitions service
 
 
 def _create(system: SystemClient, petition_id: str, **fields: Any) -> Callable[[], object]:
@@ -189,10 +189,11 @@ CONTROLS = {"nul": "\x00", "escape": "\x1b[2J", "cr": "\r", "del": "\x7f", "c1":
         ("title", lambda bad: {"title": f"A {bad} title"}),
         ("text", lambda bad: {"text": f"First line\nsecond {bad} line"}),
         ("author", lambda bad: {"author": f"Jean {bad}"}),
-        ("committee", lambda bad: {"committee": f"Lois {bad}"}),
+        ("author_name", lambda bad: {"author_name": f"Jean {bad}"}),
+        ("rapporteur", lambda bad: {"rapporteur": f"Mme {bad}"}),
         ("thresholds[0].label", lambda bad: {"thresholds": [petition_pb2.Threshold(id="d", label=bad, signatures=5)]}),
     ],
-    ids=["title", "text", "author", "committee", "label"],
+    ids=["title", "text", "author", "author_name", "rapporteur", "label"],
 )
 def test_create_petition_refuses_control_characters_in_free_text(
     system: SystemClient, control: str, field: str, fields: Callable[[str], dict[str, Any]]
@@ -211,7 +212,7 @@ def test_a_petition_text_keeps_its_line_feeds_and_tabs(system: SystemClient) -> 
 
 
 @needs_stack
-@pytest.mark.parametrize("field", ["author", "committee"])
+@pytest.mark.parametrize("field", ["author", "author_name", "rapporteur"])
 def test_create_petition_refuses_a_line_of_free_text_too_long(system: SystemClient, field: str) -> None:
     petition_id = f"t-{uuid.uuid4().hex[:12]}"
     too_long: dict[str, Any] = {field: "x" * 201}
@@ -221,20 +222,21 @@ def test_create_petition_refuses_a_line_of_free_text_too_long(system: SystemClie
 
 @needs_stack
 @junk
-@pytest.mark.parametrize("method", ["GetPetition", "OpenPetition", "ClosePetition"])
-def test_petition_reads_and_transitions_refuse_a_petition_id_with_trailing_junk(
+@pytest.mark.parametrize("method", ["GetPetition", "ClosePetition", "ClassPetition", "SuggestCommittee"])
+def test_petition_reads_and_changes_refuse_a_petition_id_with_trailing_junk(
     system: SystemClient, suffix: str, method: str
 ) -> None:
-    draft = system.create_petition("Draft", open_now=False)
+    opened = system.create_petition("Open", open_now=True)
     request = {
-        "GetPetition": signing_pb2.GetPetitionRequest,
-        "OpenPetition": signing_pb2.OpenPetitionRequest,
-        "ClosePetition": signing_pb2.ClosePetitionRequest,
-    }[method](petition_id=draft.id + suffix)
-    stub = getattr(system.signing, method)
-    refused(lambda: stub(request, metadata=system.admin(), timeout=10), "petition_id")
-    unchanged = system.signing.GetPetition(signing_pb2.GetPetitionRequest(petition_id=draft.id), timeout=10)
-    assert unchanged.state == petition_pb2.PETITION_STATE_DRAFT
+        "GetPetition": petitions_pb2.GetPetitionRequest(petition_id=opened.id + suffix),
+        "ClosePetition": petitions_pb2.ClosePetitionRequest(petition_id=opened.id + suffix, reason="junk"),
+        "ClassPetition": petitions_pb2.ClassPetitionRequest(petition_id=opened.id + suffix, reason="junk"),
+        "SuggestCommittee": petitions_pb2.SuggestCommitteeRequest(petition_id=opened.id + suffix),
+    }[method]
+    stub = getattr(system.petitions, method)
+    refused(lambda: stub(request, metadata=system.staff("staff-clerk"), timeout=10), "petition_id")
+    unchanged = system.petitions.GetPetition(petitions_pb2.GetPetitionRequest(petition_id=opened.id), timeout=10)
+    assert (unchanged.state, unchanged.version) == (petition_pb2.PETITION_STATE_OPEN, opened.version)
 
 
 @needs_stack
@@ -242,10 +244,10 @@ def test_petition_reads_and_transitions_refuse_a_petition_id_with_trailing_junk(
 def test_list_petitions_refuses_a_page_token_with_trailing_junk(system: SystemClient, suffix: str) -> None:
     for _ in range(2):
         system.create_petition("Listed")
-    first = system.signing.ListPetitions(signing_pb2.ListPetitionsRequest(page_size=1), timeout=10)
+    first = system.petitions.ListPetitions(petitions_pb2.ListPetitionsRequest(page_size=1), timeout=10)
     assert first.next_page_token
-    request = signing_pb2.ListPetitionsRequest(page_size=1, page_token=first.next_page_token + suffix)
-    refused(lambda: system.signing.ListPetitions(request, timeout=10), "page_token")
+    request = petitions_pb2.ListPetitionsRequest(page_size=1, page_token=first.next_page_token + suffix)
+    refused(lambda: system.petitions.ListPetitions(request, timeout=10), "page_token")
 
 
 # signing: moderation
