@@ -83,7 +83,7 @@ async def test_signing_through_the_email_flow_then_again_is_already_signed(syste
         assert again["outcome"] == "OUTCOME_ALREADY_SIGNED"
 
         async with http.delete(f"{base}/api/v1/session") as response:
-            assert (await response.json()) == {"signed_in": False}
+            assert (await response.json()) == {"signed_in": False, "author": {"signed_in": False}}
         async with http.post(url) as response:
             assert_error(response.status, await response.json(), 401, "CREDENTIAL_MISSING")
 
@@ -253,7 +253,10 @@ async def test_the_page_documents_and_probes_are_served(system: SystemClient) ->
             assert await response.json() == {"status": "ok"}
         async with http.get(f"{base}/readyz") as response:
             ready = await response.json()
-        assert ready == {"status": "ready", "backends": {"identity": True, "signing": True, "tally": True}}
+        assert ready == {
+            "status": "ready",
+            "backends": {"identity": True, "signing": True, "tally": True, "petitions": True},
+        }
         async with http.options(
             f"{base}/api/v1/petitions",
             headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET"},
@@ -284,7 +287,12 @@ async def test_a_backend_that_is_down_answers_a_clean_503_at_once(other_gateway:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{other_gateway.url}/readyz") as response:
             assert response.status == 503
-            assert (await response.json())["backends"] == {"identity": True, "signing": True, "tally": False}
+            assert (await response.json())["backends"] == {
+                "identity": True,
+                "signing": True,
+                "tally": False,
+                "petitions": True,
+            }
         for path in ("/api/v1/petitions/demo/tally", "/api/v1/petitions/demo/tally/live"):
             async with http.get(f"{other_gateway.url}{path}", timeout=aiohttp.ClientTimeout(total=3)) as response:
                 error = assert_error(response.status, await response.json(), 503, "BACKEND_UNAVAILABLE")

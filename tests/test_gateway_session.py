@@ -83,7 +83,7 @@ async def _session(system: SystemClient, credential: str) -> tuple[dict[str, Any
 )
 async def test_a_forged_credential_shows_signed_out_and_is_cleared(system: SystemClient, forge: Any) -> None:
     view, response = await _session(system, forge())
-    assert view == {"signed_in": False}
+    assert view == {"signed_in": False, "author": {"signed_in": False}}
     cleared = response.cookies["pi_credential"]
     assert cleared.value == ""
     assert cleared["path"] == "/api/"
@@ -100,4 +100,4 @@ async def test_an_issued_credential_shows_what_identity_vouched_for(system: Syst
     _, payload, _ = credential.token.split(".")
     stripped = f"{_segment({'alg': 'none'})}.{payload}."
     view, _ = await _session(system, stripped)
-    assert view == {"signed_in": False}
+    assert view == {"signed_in": False, "author": {"signed_in": False}}

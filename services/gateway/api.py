@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 from aiohttp import web
 
-from petitions.v1 import petition_pb2, signing_pb2, tally_pb2
+from petitions.v1 import petition_pb2, petitions_pb2, signing_pb2, tally_pb2
 from servicekit.coalescing import CoalescingCache
 from services.gateway.auth import credential_of
 from services.gateway.backends import Backends
@@ -29,6 +29,7 @@ from services.gateway.settings import GatewaySettings
 from services.tally import open_data
 
 if TYPE_CHECKING:
+    from petitions.v1.petitions_pb2_grpc import PetitionsAsyncStub
     from petitions.v1.signing_pb2_grpc import SigningAsyncStub
     from petitions.v1.tally_pb2_grpc import TallyAsyncStub
 
@@ -41,6 +42,15 @@ MAX_PAGE_SIZE = 500
 STATES: dict[str, petition_pb2.PetitionState.ValueType] = {
     name: value for name, value in petition_pb2.PetitionState.items() if value
 }
+# A state by its enum name or its short name ("PETITION_STATE_SUBMITTED" or
+# "submitted"), both exactly.
+STATE_CHOICES: dict[str, petition_pb2.PetitionState.ValueType] = {
+    **STATES,
+    **{name.removeprefix("PETITION_STATE_").lower(): value for name, value in STATES.items()},
+}
+# The longest type, committee or legislature id a filter may name.
+MAX_FILTER = 64
+FILTERS = ("type", "committee", "legislature")
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache, no-transform",
@@ -48,7 +58,42 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 
-Listing = tuple[petition_pb2.PetitionState.ValueType, int, str]
+# state, page size, page token, type, committee, legislature.
+Listing = tuple[petition_pb2.PetitionState.ValueType, int, str, str, str, str]
+
+
+def listing_of(request: web.Request) -> Listing:
+    """The filters and page of a ListPetitions from the query, each checked."""
+    # Absent means every state; present, it must name one.
+    state_name = request.query.get("state")
+    if state_name is not None and state_name not in STATE_CHOICES:
+        raise invalid("state", f"must be one of {', '.join(STATE_CHOICES)}")
+    page_size_text = request.query.get("page_size", "0")
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not DECIMAL.fullmatch(page_size_text) or int(page_size_text) > MAX_PAGE_SIZE:
+        raise invalid("page_size", f"must be an integer from 0 to {MAX_PAGE_SIZE}")
+    page_token = text("page_token", request.query.get("page_token", ""), MAX_PAGE_TOKEN)
+    type_id, committee, legislature = (text(name, request.query.get(name, ""), MAX_FILTER) for name in FILTERS)
+    return (
+        STATE_CHOICES[state_name] if state_name is not None else petition_pb2.PETITION_STATE_UNSPECIFIED,
+        int(page_size_text),
+        page_token,
+        type_id,
+        committee,
+        legislature,
+    )
+
+
+def list_request(listing: Listing) -> petitions_pb2.ListPetitionsRequest:
+    state, page_size, page_token, type_id, committee, legislature = listing
+    return petitions_pb2.ListPetitionsRequest(
+        state=state,
+        page_size=page_size,
+        page_token=page_token,
+        type=type_id,
+        committee=committee,
+        legislature=legislature,
+    )
 
 
 @dataclass(frozen=True)
@@ -91,6 +136,7 @@ class PublicApi:
     def __init__(self, settings: GatewaySettings, backends: Backends, live: LiveTallies):
         self._settings = settings
         self._signing = backends.signing
+        self._petitions = backends.petitions
         self._tally = backends.tally
         self._live = live
         # Reads behind the caches are shared by many requests: their time
@@ -99,8 +145,12 @@ class PublicApi:
         self._tallies: CoalescingCache[str, TallyView] = CoalescingCache(
             self._read_tally, settings.gateway_tally_cache_seconds
         )
-        self._petitions: CoalescingCache[str, CachedJson] = CoalescingCache(
+        self._petition_reads: CoalescingCache[str, CachedJson] = CoalescingCache(
             self._read_petition, settings.gateway_catalogue_cache_seconds
+        )
+        # The two registries: one key each ("types", "committees").
+        self._registries: CoalescingCache[str, CachedJson] = CoalescingCache(
+            self._read_registry, settings.gateway_catalogue_cache_seconds
         )
         self._listings: CoalescingCache[Listing, CachedJson] = CoalescingCache(
             self._read_listing, settings.gateway_catalogue_cache_seconds, max_entries=1_000
@@ -116,44 +166,52 @@ class PublicApi:
 
         return tally_view(await self._tally.call(get))
 
-    async def _read_petition(self, petition: str) -> CachedJson:
-        def get(stub: SigningAsyncStub) -> Awaitable[petition_pb2.Petition]:
-            return stub.GetPetition(signing_pb2.GetPetitionRequest(petition_id=petition), timeout=self._timeout)
+    # Public reads carry no credential: the petitions service then shows
+    # published petitions only, so one cached answer is right for everyone.
 
-        return strong_json(to_json(await self._signing.call(get)))
+    async def _read_petition(self, petition: str) -> CachedJson:
+        def get(stub: PetitionsAsyncStub) -> Awaitable[petition_pb2.Petition]:
+            return stub.GetPetition(petitions_pb2.GetPetitionRequest(petition_id=petition), timeout=self._timeout)
+
+        return strong_json(to_json(await self._petitions.call(get)))
 
     async def _read_listing(self, listing: Listing) -> CachedJson:
-        state, page_size, page_token = listing
+        def get(stub: PetitionsAsyncStub) -> Awaitable[petitions_pb2.ListPetitionsResponse]:
+            return stub.ListPetitions(list_request(listing), timeout=self._timeout)
 
-        def get(stub: SigningAsyncStub) -> Awaitable[signing_pb2.ListPetitionsResponse]:
-            request = signing_pb2.ListPetitionsRequest(state=state, page_size=page_size, page_token=page_token)
-            return stub.ListPetitions(request, timeout=self._timeout)
+        return strong_json(to_json(await self._petitions.call(get)))
 
-        return strong_json(to_json(await self._signing.call(get)))
+    async def _read_registry(self, registry: str) -> CachedJson:
+        if registry == "types":
+
+            def types(stub: PetitionsAsyncStub) -> Awaitable[petitions_pb2.ListPetitionTypesResponse]:
+                return stub.ListPetitionTypes(petitions_pb2.ListPetitionTypesRequest(), timeout=self._timeout)
+
+            return strong_json(to_json(await self._petitions.call(types)))
+
+        def committees(stub: PetitionsAsyncStub) -> Awaitable[petitions_pb2.ListCommitteesResponse]:
+            return stub.ListCommittees(petitions_pb2.ListCommitteesRequest(), timeout=self._timeout)
+
+        return strong_json(to_json(await self._petitions.call(committees)))
 
     # Handlers
 
     async def list_petitions(self, request: web.Request) -> web.Response:
-        # Absent means every state; present, it must name one.
-        state_name = request.query.get("state")
-        if state_name is not None and state_name not in STATES:
-            raise invalid("state", f"must be one of {', '.join(STATES)}")
-        page_size_text = request.query.get("page_size", "0")
-        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
-        if not DECIMAL.fullmatch(page_size_text) or int(page_size_text) > MAX_PAGE_SIZE:
-            raise invalid("page_size", f"must be an integer from 0 to {MAX_PAGE_SIZE}")
-        page_token = text("page_token", request.query.get("page_token", ""), MAX_PAGE_TOKEN)
-        listing = (
-            STATES[state_name] if state_name is not None else petition_pb2.PETITION_STATE_UNSPECIFIED,
-            int(page_size_text),
-            page_token,
-        )
+        listing = listing_of(request)
         cached = await within(self._deadline(request), self._listings.get(listing))
         return cached_answer(request, cached, self._settings.catalogue_max_age_seconds)
 
     async def get_petition(self, request: web.Request) -> web.Response:
         petition = petition_id(request)
-        cached = await within(self._deadline(request), self._petitions.get(petition))
+        cached = await within(self._deadline(request), self._petition_reads.get(petition))
+        return cached_answer(request, cached, self._settings.catalogue_max_age_seconds)
+
+    async def petition_types(self, request: web.Request) -> web.Response:
+        cached = await within(self._deadline(request), self._registries.get("types"))
+        return cached_answer(request, cached, self._settings.catalogue_max_age_seconds)
+
+    async def committees(self, request: web.Request) -> web.Response:
+        cached = await within(self._deadline(request), self._registries.get("committees"))
         return cached_answer(request, cached, self._settings.catalogue_max_age_seconds)
 
     async def get_tally(self, request: web.Request) -> web.Response:

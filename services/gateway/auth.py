@@ -4,6 +4,14 @@ HttpOnly, SameSite=Strict cookie (page scripts cannot read it; other sites
 cannot make the browser send it). API clients may send it as a Bearer token
 instead.
 
+Authors sign in apart (FranceConnect's second, identified button): the same
+code flow against the identified provider, with its own sign-in cookie and
+callback, ends with an author credential (ExchangeAuthorIdToken) in a cookie
+of its own, `petitions_author`. The two never mix: a signer cookie signs,
+an author cookie deposits, and neither is accepted where the other is.
+Staff never sign in here: staff tools are API clients sending a Bearer
+staff credential.
+
 The gateway never keeps who someone is: the ID token and the email address
 pass through to identity and are not logged; the credential only carries a
 pseudonym, and it is never logged either. What the page is told of its
@@ -21,10 +29,11 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from petitions.v1 import identity_pb2
+from servicekit import role_credentials
 from servicekit.signer_credential import CredentialRejected, VerifiedCredential
 from services.gateway.backends import Backend
 from services.gateway.credential_keys import CredentialKeys
-from services.gateway.http_errors import ApiError, unauthenticated
+from services.gateway.http_errors import ApiError, invalid, unauthenticated
 from services.gateway.inputs import Field, deadline, json_object, to_json
 from services.gateway.oidc_flow import OidcCodeFlow, SignInFailed, safe_return_path
 from services.gateway.request_context import CLIENT_IP
@@ -37,27 +46,63 @@ CREDENTIAL_COOKIE = "pi_credential"
 SIGN_IN_COOKIE = "pi_signin"
 CREDENTIAL_COOKIE_PATH = "/api/"
 SIGN_IN_COOKIE_PATH = "/auth/oidc/"
+AUTHOR_COOKIE = "petitions_author"
+AUTHOR_SIGN_IN_COOKIE = "petitions_author_signin"
+AUTHOR_SIGN_IN_COOKIE_PATH = "/auth/author/"
+# Every cookie that signs a request in: a write it signs must come from the
+# gateway's own page (same_origin.py).
+SIGNING_IN_COOKIES = (CREDENTIAL_COOKIE, AUTHOR_COOKIE)
 MAX_CREDENTIAL_LENGTH = 4096
+# The author's consent to publish this much of their verified name.
+DISPLAY_NAME_FORMS = {
+    "initial": identity_pb2.DISPLAY_NAME_FORM_GIVEN_NAME_AND_INITIAL,
+    "full": identity_pb2.DISPLAY_NAME_FORM_FULL_NAME,
+}
+DISPLAY_NAME_CHOICE = "display_name"
 
 _METHOD_NAMES = {"oidc": "VERIFICATION_METHOD_OIDC", "email": "VERIFICATION_METHOD_EMAIL"}
 
 
-def credential_of(request: web.Request) -> str:
-    """The signer credential: Authorization: Bearer (API clients) or the
-    cookie (the page). Missing → 401, before any backend is asked."""
+def _bearer_or_cookie(request: web.Request, cookie: str | None, kind: str, sign_in: str) -> str:
+    """A credential from Authorization: Bearer (API clients) or, when the
+    route takes one, its cookie (the page). Missing → 401, before any
+    backend is asked."""
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise unauthenticated("CREDENTIAL_MALFORMED", "Authorization must be 'Bearer <signer credential>'")
+            raise unauthenticated("CREDENTIAL_MALFORMED", f"Authorization must be 'Bearer <{kind} credential>'")
         credential = token.strip()
     else:
-        credential = request.cookies.get(CREDENTIAL_COOKIE, "")
+        credential = request.cookies.get(cookie, "") if cookie is not None else ""
         if not credential:
-            raise unauthenticated("CREDENTIAL_MISSING", "sign in first: this request carries no signer credential")
+            raise unauthenticated("CREDENTIAL_MISSING", f"{sign_in}: this request carries no {kind} credential")
     if len(credential) > MAX_CREDENTIAL_LENGTH or not credential.isascii() or not credential.isprintable():
-        raise unauthenticated("CREDENTIAL_MALFORMED", "the signer credential is not a compact JWS")
+        raise unauthenticated("CREDENTIAL_MALFORMED", f"the {kind} credential is not a compact JWS")
     return credential
+
+
+def credential_of(request: web.Request) -> str:
+    """The signer credential: Bearer or the signer cookie."""
+    return _bearer_or_cookie(request, CREDENTIAL_COOKIE, "signer", "sign in first")
+
+
+def author_credential_of(request: web.Request) -> str:
+    """The author credential: Bearer or the author cookie (never the signer's)."""
+    return _bearer_or_cookie(request, AUTHOR_COOKIE, "author", "sign in as an author first (/auth/author/start)")
+
+
+def staff_credential_of(request: web.Request) -> str:
+    """The staff credential: Bearer only. Staff tools are API clients; a
+    cookie is never taken for a staff call, so no page can act as staff."""
+    return _bearer_or_cookie(
+        request, None, "staff", "staff calls need 'Authorization: Bearer <staff credential>' (cookies are not taken)"
+    )
+
+
+def bearer_metadata(credential: str) -> tuple[tuple[str, str], ...]:
+    """The gRPC metadata the petitions service reads a caller's credential from."""
+    return (("authorization", f"Bearer {credential}"),)
 
 
 def signed_out() -> dict[str, Any]:
@@ -99,6 +144,17 @@ def issued_view(credential: identity_pb2.SignerCredential) -> dict[str, Any]:
     )
 
 
+def author_view(claims: role_credentials.AuthorClaims | None) -> dict[str, Any]:
+    """The author sign-in of this browser: the name it publishes, until when."""
+    if claims is None or claims.expires_at <= time.time():
+        return {"signed_in": False}
+    return {
+        "signed_in": True,
+        "display_name": claims.display_name,
+        "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(claims.expires_at)),
+    }
+
+
 def _with_query(path: str, **parameters: str) -> str:
     return f"{path}{'&' if '?' in path else '?'}{urlencode(parameters)}"
 
@@ -110,11 +166,13 @@ class SignIn:
         identity: Backend[IdentityAsyncStub],
         flow: OidcCodeFlow,
         keys: CredentialKeys,
+        author_flow: OidcCodeFlow,
     ):
         self._settings = settings
         self._identity = identity
         self._flow = flow
         self._keys = keys
+        self._author_flow = author_flow
 
     async def oidc_start(self, request: web.Request) -> web.Response:
         """Sends the browser to the provider; a failure comes back to the
@@ -159,6 +217,68 @@ class SignIn:
         self._hand_over(response, credential)
         return self._sign_in_over(response)
 
+    async def author_start(self, request: web.Request) -> web.Response:
+        """The identified sign-in of an author, with the display name form
+        they consent to publish (display_name=initial, the default, or full)."""
+        return_to = request.query.get("return_to")
+        form = request.query.get(DISPLAY_NAME_CHOICE, "initial")
+        if form not in DISPLAY_NAME_FORMS:
+            # The page builds this link: another value is its bug, not the
+            # person's, so a 400 rather than a trip back to the page.
+            raise invalid(DISPLAY_NAME_CHOICE, f"must be one of {', '.join(DISPLAY_NAME_FORMS)}")
+        try:
+            start = await self._author_flow.begin(return_to, {DISPLAY_NAME_CHOICE: form})
+        except SignInFailed as failed:
+            return self._back_to_page(safe_return_path(return_to), failed.reason)
+        response = web.Response(status=302, headers={"Location": start.authorization_url, "Cache-Control": "no-store"})
+        response.set_cookie(
+            AUTHOR_SIGN_IN_COOKIE,
+            start.cookie,
+            max_age=self._settings.oidc_state_seconds,
+            path=AUTHOR_SIGN_IN_COOKIE_PATH,
+            httponly=True,
+            secure=self._settings.cookie_secure,
+            # Lax, not Strict: the callback is a navigation from the provider's site.
+            samesite="Lax",
+        )
+        return response
+
+    async def author_callback(self, request: web.Request) -> web.Response:
+        cookie = request.cookies.get(AUTHOR_SIGN_IN_COOKIE)
+        try:
+            completed = await self._author_flow.complete(request.query, cookie)
+        except SignInFailed as failed:
+            return self._author_sign_in_over(self._back_to_page(self._author_flow.return_path(cookie), failed.reason))
+        form = DISPLAY_NAME_FORMS.get(completed.choices.get(DISPLAY_NAME_CHOICE, ""))
+        if form is None:
+            # The start always seals a valid choice; a cookie without one
+            # was sealed before this field existed: start again.
+            return self._author_sign_in_over(self._back_to_page(completed.return_to, "SIGN_IN_EXPIRED"))
+        budget = deadline(request, self._settings.request_timeout_seconds)
+        exchange = identity_pb2.ExchangeAuthorIdTokenRequest(
+            id_token=completed.id_token, nonce=completed.nonce, client_ip=request[CLIENT_IP], display_name=form
+        )
+
+        def call(stub: IdentityAsyncStub) -> Awaitable[identity_pb2.AuthorCredential]:
+            return stub.ExchangeAuthorIdToken(exchange, timeout=budget.remaining())
+
+        try:
+            credential = await self._identity.call(call)
+        except ApiError as error:
+            # A minor (AUTHOR_NOT_ADULT), an anonymous provider, a reused token.
+            return self._author_sign_in_over(self._back_to_page(completed.return_to, error.reason))
+        response = web.Response(status=303, headers={"Location": completed.return_to, "Cache-Control": "no-store"})
+        response.set_cookie(
+            AUTHOR_COOKIE,
+            credential.token,
+            max_age=max(0, int(credential.expires_at.seconds - time.time())),
+            path=CREDENTIAL_COOKIE_PATH,
+            httponly=True,
+            secure=self._settings.cookie_secure,
+            samesite="Strict",
+        )
+        return self._author_sign_in_over(response)
+
     async def email_start(self, request: web.Request) -> web.Response:
         body = await json_object(
             request,
@@ -198,23 +318,37 @@ class SignIn:
         return response
 
     async def session(self, request: web.Request) -> web.Response:
+        """Both sign-ins of this browser, each checked against identity's
+        keys (identity unreachable with no key known yet: its 503, not a
+        "signed out" that would send a signed-in person to sign in again)."""
+        forget: list[str] = []
+        view = signed_out()
         credential = request.cookies.get(CREDENTIAL_COOKIE, "")
-        if not credential:
-            return web.json_response(signed_out(), headers={"Cache-Control": "no-store"})
-        try:
-            # Identity unreachable with no key known yet: its 503, not a
-            # "signed out" that would send a signed-in person to sign in again.
-            verified = await self._keys.verify(credential)
-        except CredentialRejected:
-            # Forged, expired or otherwise useless: the browser may forget it.
-            response = web.json_response(signed_out(), headers={"Cache-Control": "no-store"})
-            response.del_cookie(CREDENTIAL_COOKIE, path=CREDENTIAL_COOKIE_PATH)
-            return response
-        return web.json_response(verified_view(verified), headers={"Cache-Control": "no-store"})
+        if credential:
+            try:
+                view = verified_view(await self._keys.verify(credential))
+            except CredentialRejected:
+                # Forged, expired or otherwise useless: the browser may forget it.
+                forget.append(CREDENTIAL_COOKIE)
+        author: role_credentials.AuthorClaims | None = None
+        author_token = request.cookies.get(AUTHOR_COOKIE, "")
+        if author_token:
+            try:
+                author = await self._keys.verify_with(role_credentials.verify_author, author_token)
+            except CredentialRejected:
+                forget.append(AUTHOR_COOKIE)
+        response = web.json_response({**view, "author": author_view(author)}, headers={"Cache-Control": "no-store"})
+        for cookie in forget:
+            response.del_cookie(cookie, path=CREDENTIAL_COOKIE_PATH)
+        return response
 
     async def sign_out(self, request: web.Request) -> web.Response:
-        response = web.json_response(signed_out(), headers={"Cache-Control": "no-store"})
+        """Forgets both sign-ins of this browser."""
+        response = web.json_response(
+            {**signed_out(), "author": author_view(None)}, headers={"Cache-Control": "no-store"}
+        )
         response.del_cookie(CREDENTIAL_COOKIE, path=CREDENTIAL_COOKIE_PATH)
+        response.del_cookie(AUTHOR_COOKIE, path=CREDENTIAL_COOKIE_PATH)
         return response
 
     def _hand_over(self, response: web.StreamResponse, credential: identity_pb2.SignerCredential) -> None:
@@ -233,6 +367,10 @@ class SignIn:
         """A callback ends its sign-in, whatever the outcome: its state is
         good for one answer."""
         response.del_cookie(SIGN_IN_COOKIE, path=SIGN_IN_COOKIE_PATH)
+        return response
+
+    def _author_sign_in_over(self, response: web.Response) -> web.Response:
+        response.del_cookie(AUTHOR_SIGN_IN_COOKIE, path=AUTHOR_SIGN_IN_COOKIE_PATH)
         return response
 
     def _back_to_page(self, path: str, reason: str) -> web.Response:

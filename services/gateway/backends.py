@@ -20,13 +20,23 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from petitions.v1 import identity_pb2, identity_pb2_grpc, signing_pb2, signing_pb2_grpc, tally_pb2, tally_pb2_grpc
+from petitions.v1 import (
+    identity_pb2,
+    identity_pb2_grpc,
+    petitions_pb2,
+    petitions_pb2_grpc,
+    signing_pb2,
+    signing_pb2_grpc,
+    tally_pb2,
+    tally_pb2_grpc,
+)
 from services.gateway.http_errors import backend_unavailable, from_rpc_error
 from services.gateway.metric_defs import BACKEND_UP
 from services.gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
     from petitions.v1.identity_pb2_grpc import IdentityAsyncStub
+    from petitions.v1.petitions_pb2_grpc import PetitionsAsyncStub
     from petitions.v1.signing_pb2_grpc import SigningAsyncStub
     from petitions.v1.tally_pb2_grpc import TallyAsyncStub
 
@@ -36,12 +46,19 @@ StubT = TypeVar("StubT")
 R = TypeVar("R")
 
 # Reads are safe to repeat, so gRPC itself retries them when a connection
-# broke under them; writes (Sign, the exchanges) are never retried here.
+# broke under them; writes (Sign, the exchanges, every change of a
+# petition) are never retried here.
 _READS = [
-    {"service": "petitions.v1.Signing", "method": "GetPetition"},
-    {"service": "petitions.v1.Signing", "method": "ListPetitions"},
-    {"service": "petitions.v1.Tally", "method": "GetTally"},
-]
+    {"service": "petitions.v1.Petitions", "method": method}
+    for method in (
+        "GetPetition",
+        "ListPetitions",
+        "GetAuditTrail",
+        "SuggestCommittee",
+        "ListPetitionTypes",
+        "ListCommittees",
+    )
+] + [{"service": "petitions.v1.Tally", "method": "GetTally"}]
 SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
@@ -167,7 +184,7 @@ def _service_name(module: Any, service: str) -> str:
 
 
 class Backends:
-    """The three services the gateway talks to."""
+    """The four services the gateway talks to."""
 
     def __init__(self, settings: GatewaySettings):
         size = settings.backend_channels
@@ -193,8 +210,20 @@ class Backends:
             lambda channel: tally_pb2_grpc.TallyStub(channel),
             size,
         )
+        self.petitions: Backend[PetitionsAsyncStub] = Backend(
+            "petitions",
+            settings.petitions_address,
+            _service_name(petitions_pb2, "Petitions"),
+            lambda channel: petitions_pb2_grpc.PetitionsStub(channel),
+            size,
+        )
 
     def all(self) -> tuple[Backend[Any], ...]:
+        return (self.identity, self.signing, self.tally, self.petitions)
+
+    def needed_to_sign(self) -> tuple[Backend[Any], ...]:
+        """What signing through the gateway needs: the petitions service may
+        be down while people keep signing (signing has its own view)."""
         return (self.identity, self.signing, self.tally)
 
     async def start(self) -> None:

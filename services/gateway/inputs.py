@@ -13,12 +13,14 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import grpc
 from aiohttp import web
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.catalogue.model import PETITION_ID, PETITION_ID_RULE
 from services.gateway.http_errors import ApiError, Violation, invalid, invalid_fields
@@ -82,9 +84,8 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-async def json_object(request: web.Request, fields: Mapping[str, Field]) -> dict[str, str]:
-    """The body as a JSON object of string fields; an empty body is an empty
-    object. Every unknown, missing, mistyped or oversized field is reported."""
+async def _json_document(request: web.Request) -> Any:
+    """The body as JSON; an empty body is an empty object."""
     body = await request.read()
     if not body.strip():
         document: Any = {}
@@ -104,6 +105,13 @@ async def json_object(request: web.Request, fields: Mapping[str, Field]) -> dict
             ) from None
     if not isinstance(document, dict):
         raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_JSON", "the body must be a JSON object")
+    return document
+
+
+async def json_object(request: web.Request, fields: Mapping[str, Field]) -> dict[str, str]:
+    """The body as a JSON object of string fields; an empty body is an empty
+    object. Every unknown, missing, mistyped or oversized field is reported."""
+    document = await _json_document(request)
     violations: list[Violation] = []
     values: dict[str, str] = {}
     for name in document:
@@ -126,6 +134,125 @@ async def json_object(request: web.Request, fields: Mapping[str, Field]) -> dict
     if violations:
         raise invalid_fields(violations)
     return values
+
+
+_INT64_TYPES = {
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_SFIXED64,
+}
+_INT32_TYPES = {
+    FieldDescriptor.TYPE_INT32,
+    FieldDescriptor.TYPE_SINT32,
+    FieldDescriptor.TYPE_SFIXED32,
+}
+# proto3 JSON writes a 64-bit integer as a string; a number is taken too.
+_INT64_TEXT = re.compile(r"\A-?[0-9]{1,19}\Z")
+TIMESTAMP = "google.protobuf.Timestamp"
+
+
+def _integer_violation(value: Any, bits: int) -> str | None:
+    if isinstance(value, str) and bits == 64 and _INT64_TEXT.fullmatch(value):
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        return "must be an integer" + (" (a number or a string of digits)" if bits == 64 else "")
+    if not -(2 ** (bits - 1)) <= number < 2 ** (bits - 1):
+        return f"must fit in {bits} bits"
+    return None
+
+
+def _single_violation(field: FieldDescriptor, value: Any, path: str, violations: list[Violation]) -> None:
+    """Checks one value of a field (one element of a repeated field)."""
+    problem: str | None = None
+    if field.message_type is not None:
+        if field.message_type.full_name == TIMESTAMP:
+            if not isinstance(value, str):
+                problem = "must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z"
+            else:
+                try:
+                    Timestamp().FromJsonString(value)
+                except ValueError:
+                    problem = "must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z"
+        else:
+            _message_violations(value, field.message_type, path, frozenset(), violations)
+    elif field.enum_type is not None:
+        names = [v.name for v in field.enum_type.values]
+        if not isinstance(value, str) or value not in names:
+            problem = f"must be one of {', '.join(names)}"
+    elif field.type in _INT64_TYPES:
+        problem = _integer_violation(value, 64)
+    elif field.type in _INT32_TYPES:
+        problem = _integer_violation(value, 32)
+    elif field.type == FieldDescriptor.TYPE_BOOL:
+        if not isinstance(value, bool):
+            problem = "must be true or false"
+    elif field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problem = "must be a number"
+    elif field.type == FieldDescriptor.TYPE_STRING:
+        if not isinstance(value, str):
+            problem = "must be a string"
+        elif not is_text(value):
+            problem = "must be valid Unicode text"
+    else:
+        # No request of the API has such a field (bytes, unsigned).
+        problem = "is not accepted over HTTP"
+    if problem is not None:
+        violations.append(Violation(path, problem))
+
+
+def _message_violations(
+    document: Any, descriptor: Descriptor, prefix: str, omit: frozenset[str], violations: list[Violation]
+) -> None:
+    if not isinstance(document, dict):
+        violations.append(Violation(prefix or "body", "must be a JSON object"))
+        return
+    for name, value in document.items():
+        path = f"{prefix}.{name}" if prefix else str(name)
+        field = descriptor.fields_by_name.get(name) if isinstance(name, str) else None
+        if field is None or (not prefix and name in omit):
+            shown = path[:64] if is_text(path) else "?"
+            violations.append(Violation(shown, "is not a field of this request"))
+            continue
+        if value is None:
+            # proto3 JSON reads null as "not set"; one spelling only here.
+            violations.append(Violation(path, "must be left out rather than null"))
+        elif field.message_type is not None and field.message_type.GetOptions().map_entry:
+            violations.append(Violation(path, "is not accepted over HTTP"))
+        elif field.is_repeated:
+            if not isinstance(value, list):
+                violations.append(Violation(path, "must be an array"))
+                continue
+            for index, item in enumerate(value):
+                _single_violation(field, item, f"{path}[{index}]", violations)
+        else:
+            _single_violation(field, value, path, violations)
+
+
+MessageT = TypeVar("MessageT", bound=Message)
+
+
+async def message_body(request: web.Request, message: MessageT, omit: frozenset[str] = frozenset()) -> MessageT:
+    """The body as the proto3 JSON of a request message (.proto field names),
+    checked field by field against the message's descriptor so every
+    mistake is a field violation with its path ("rejection.reason_code",
+    "outcome.links[1]"), then read into `message`. Fields in omit (the
+    path's petition_id, a credential) are not the body's. An empty body is
+    the message with every field at its default; the service checks the
+    values themselves."""
+    document = await _json_document(request)
+    violations: list[Violation] = []
+    _message_violations(document, cast(Descriptor, message.DESCRIPTOR), "", omit, violations)
+    if violations:
+        raise invalid_fields(violations)
+    try:
+        ParseDict(document, message)
+    except ParseError as error:
+        # Checked above field by field; kept as a precise refusal anyway.
+        raise invalid("body", str(error)) from None
+    return message
 
 
 def client_budget_seconds(request: web.Request) -> float | None:

@@ -21,7 +21,7 @@ import json
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -104,6 +104,9 @@ class CompletedSignIn:
     id_token: str
     nonce: str
     return_to: str
+    # What the sign-in's start chose (the author's display name form),
+    # carried in the sealed cookie so the browser cannot change it on the way.
+    choices: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ class OidcCodeFlow:
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._metadata: _Metadata | None = None
 
-    async def begin(self, return_to: str | None) -> SignInStart:
+    async def begin(self, return_to: str | None, choices: Mapping[str, str] | None = None) -> SignInStart:
         metadata = await self._provider()
         state, nonce, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(24), secrets.token_urlsafe(48)
         challenge = _b64(hashlib.sha256(verifier.encode()).digest())
@@ -157,7 +160,13 @@ class OidcCodeFlow:
             }
         )
         cookie = self._cookie.seal(
-            {"state": state, "nonce": nonce, "verifier": verifier, "return_to": safe_return_path(return_to)},
+            {
+                "state": state,
+                "nonce": nonce,
+                "verifier": verifier,
+                "return_to": safe_return_path(return_to),
+                "choices": dict(choices or {}),
+            },
             time.time() + self._state_seconds,
         )
         separator = "&" if "?" in metadata.authorization_endpoint else "?"
@@ -187,7 +196,13 @@ class OidcCodeFlow:
             # code flow never exchanges an ID token without its nonce.
             raise SignInFailed("SIGN_IN_EXPIRED", "this sign-in has expired or was started elsewhere; start again")
         id_token = await self._redeem(code, str(pending.get("verifier", "")))
-        return CompletedSignIn(id_token, nonce, safe_return_path(pending.get("return_to")))
+        choices = pending.get("choices")
+        return CompletedSignIn(
+            id_token,
+            nonce,
+            safe_return_path(pending.get("return_to")),
+            {str(k): str(v) for k, v in choices.items()} if isinstance(choices, dict) else {},
+        )
 
     async def _redeem(self, code: str, verifier: str) -> str:
         metadata = await self._provider()

@@ -16,15 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from petitions.v1 import identity_pb2, petition_pb2, signing_pb2, tally_pb2
-from services.gateway.auth import CREDENTIAL_COOKIE
+from petitions.v1 import identity_pb2, petition_pb2, petitions_pb2, signing_pb2, tally_pb2
+from services.gateway.auth import AUTHOR_COOKIE, CREDENTIAL_COOKIE
 from services.gateway.pages import OPENAPI_FILE
-from services.gateway.routes import ROUTES, Answer, Operation, Parameter
+from services.gateway.routes import ROUTES, Answer, Body, MessageBody, Operation, Parameter
 
 Schema = dict[str, Any]
 
@@ -50,46 +50,58 @@ def _ref(name: str) -> Schema:
 
 
 class Components:
-    """Collects one schema per protobuf message used by the API."""
+    """Collects one schema per protobuf message used by the API: as answered
+    (every field without presence always printed, so required), and, named
+    <Message>Input, as a request body takes it (every field optional, a
+    64-bit integer as a string or a number, as proto3 JSON reads it)."""
 
     def __init__(self) -> None:
         self.schemas: dict[str, Schema] = {}
 
-    def message(self, descriptor: Descriptor, omit: frozenset[str] = frozenset()) -> Schema:
-        if descriptor.name not in self.schemas:
-            self.schemas[descriptor.name] = {}
+    def message(self, descriptor: Descriptor, omit: frozenset[str] = frozenset(), *, as_input: bool = False) -> Schema:
+        name = f"{descriptor.name}Input" if as_input else descriptor.name
+        if name not in self.schemas:
+            self.schemas[name] = {}
             properties: dict[str, Schema] = {}
             required: list[str] = []
             for field in descriptor.fields:
                 if field.name in omit:
                     continue
-                properties[field.name] = self._field(field)
+                properties[field.name] = self._field(field, as_input)
                 # Fields without presence are always printed; messages only when set.
-                if not field.has_presence:
+                if not field.has_presence and not as_input:
                     required.append(field.name)
-            self.schemas[descriptor.name] = {
+            self.schemas[name] = {
                 "type": "object",
                 "properties": properties,
                 "required": required,
                 "additionalProperties": False,
             }
-        return _ref(descriptor.name)
+            if not required:
+                # OpenAPI 3.0 wants a required list to have an element.
+                del self.schemas[name]["required"]
+        return _ref(name)
 
-    def _field(self, field: FieldDescriptor) -> Schema:
+    def _field(self, field: FieldDescriptor, as_input: bool) -> Schema:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             value = field.message_type.fields_by_name["value"]
-            return {"type": "object", "additionalProperties": self._single(value)}
+            return {"type": "object", "additionalProperties": self._single(value, as_input)}
         if field.is_repeated:
-            return {"type": "array", "items": self._single(field)}
-        return self._single(field)
+            return {"type": "array", "items": self._single(field, as_input)}
+        return self._single(field, as_input)
 
-    def _single(self, field: FieldDescriptor) -> Schema:
+    def _single(self, field: FieldDescriptor, as_input: bool) -> Schema:
         if field.message_type is not None:
             if field.message_type.full_name == TIMESTAMP:
                 return {"type": "string", "format": "date-time"}
-            return self.message(field.message_type)
+            return self.message(field.message_type, as_input=as_input)
         if field.enum_type is not None:
             return {"type": "string", "enum": [value.name for value in field.enum_type.values]}
+        if field.type in _INT64 and as_input:
+            return {
+                "oneOf": [{"type": "string", "pattern": "^-?[0-9]+$"}, {"type": "integer", "format": "int64"}],
+                "description": "64-bit integer, as a string or a number",
+            }
         if field.type in _INT64:
             return {"type": "string", "pattern": "^-?[0-9]+$", "description": "64-bit integer, as a string"}
         if field.type in _INT32:
@@ -137,7 +149,10 @@ def _error_schema() -> Schema:
 def _session_schema() -> Schema:
     return {
         "type": "object",
-        "description": "The browser's sign-in, without the pseudonym or the credential itself.",
+        "description": (
+            "The browser's sign-ins, without the pseudonym or the credential itself: the signer's at the top, "
+            "the author's under author (GET and DELETE /api/v1/session always give it)."
+        ),
         "required": ["signed_in"],
         "additionalProperties": False,
         "properties": {
@@ -147,6 +162,16 @@ def _session_schema() -> Schema:
             "country": {"type": "string"},
             "territory": {"type": "string"},
             "adult": {"type": "boolean"},
+            "author": {
+                "type": "object",
+                "required": ["signed_in"],
+                "additionalProperties": False,
+                "properties": {
+                    "signed_in": {"type": "boolean"},
+                    "display_name": {"type": "string", "description": "The name published with the petitions."},
+                    "expires_at": {"type": "string", "format": "date-time"},
+                },
+            },
         },
     }
 
@@ -234,7 +259,12 @@ def _not_modified() -> dict[str, Any]:
     return {"304": {"description": "The client's copy (If-None-Match) is current.", "headers": CACHE_HEADERS}}
 
 
-SIGNED_IN: list[dict[str, list[str]]] = [{"credentialCookie": []}, {"bearer": []}]
+SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "signer": [{"credentialCookie": []}, {"bearer": []}],
+    "author": [{"authorCookie": []}, {"authorBearer": []}],
+    # Never a cookie: staff tools are API clients.
+    "staff": [{"staffBearer": []}],
+}
 
 
 def _parameter(parameter: Parameter) -> Schema:
@@ -260,20 +290,31 @@ def _response(answer: Answer, schemas: dict[str, Schema]) -> dict[str, Any]:
     return response
 
 
-def _operation(operation: Operation, schemas: dict[str, Schema]) -> dict[str, Any]:
+def _request_body(body: Body | MessageBody, components: Components) -> dict[str, Any]:
+    if isinstance(body, MessageBody):
+        descriptor = cast(Descriptor, body.message.DESCRIPTOR)
+        return {
+            "required": False,
+            "description": (
+                f"The proto3 JSON of {descriptor.name}"
+                + (f" without {', '.join(sorted(body.omit))} (the path and the credential say it)" if body.omit else "")
+                + "; an empty body is every field at its default."
+            ),
+            "content": _json(components.message(descriptor, body.omit, as_input=True)),
+        }
+    return {"required": body.body_required, "content": _json(_body(dict(body.properties), list(body.required)))}
+
+
+def _operation(operation: Operation, schemas: dict[str, Schema], components: Components) -> dict[str, Any]:
     described: dict[str, Any] = {"operationId": operation.operation_id, "summary": operation.summary}
     if operation.description is not None:
         described["description"] = operation.description
-    if operation.signed_in:
-        described["security"] = SIGNED_IN
+    if operation.sign_in is not None:
+        described["security"] = SECURITY[operation.sign_in]
     if operation.parameters:
         described["parameters"] = [_parameter(parameter) for parameter in operation.parameters]
     if operation.body is not None:
-        body = operation.body
-        described["requestBody"] = {
-            "required": body.body_required,
-            "content": _json(_body(dict(body.properties), list(body.required))),
-        }
+        described["requestBody"] = _request_body(operation.body, components)
     responses = {str(answer.status): _response(answer, schemas) for answer in operation.answers}
     if operation.revalidated:
         responses |= _not_modified()
@@ -283,12 +324,14 @@ def _operation(operation: Operation, schemas: dict[str, Schema]) -> dict[str, An
     return described
 
 
-def _paths(schemas: dict[str, Schema]) -> dict[str, Any]:
+def _paths(schemas: dict[str, Schema], components: Components) -> dict[str, Any]:
     """The paths of every documented route of the table the router is built from."""
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         if route.operation is not None:
-            paths.setdefault(route.documented_path, {})[route.method.lower()] = _operation(route.operation, schemas)
+            paths.setdefault(route.documented_path, {})[route.method.lower()] = _operation(
+                route.operation, schemas, components
+            )
     return paths
 
 
@@ -297,17 +340,29 @@ def document() -> dict[str, Any]:
     # In this order, the order of components.schemas in the document; the
     # route table's answers name them.
     components.message(petition_pb2.Petition.DESCRIPTOR)
-    components.message(signing_pb2.ListPetitionsResponse.DESCRIPTOR)
+    components.message(petitions_pb2.ListPetitionsResponse.DESCRIPTOR)
     components.message(signing_pb2.SignResponse.DESCRIPTOR, omit=frozenset({"position"}))
     components.message(tally_pb2.PetitionTally.DESCRIPTOR)
     components.message(identity_pb2.BeginEmailVerificationResponse.DESCRIPTOR)
+    for answered in (
+        petitions_pb2.ListPetitionTypesResponse,
+        petitions_pb2.ListCommitteesResponse,
+        petitions_pb2.SponsorPetitionResponse,
+        petitions_pb2.SuggestCommitteeResponse,
+        petitions_pb2.GetAuditTrailResponse,
+        petitions_pb2.CloseLegislatureResponse,
+    ):
+        components.message(answered.DESCRIPTOR)
+    # The request bodies' schemas join components.schemas as the paths are
+    # written; the answers name only those above.
     schemas = {
         **components.schemas,
         "Error": _error_schema(),
         "Session": _session_schema(),
         "OpenData": _open_data_schema(),
     }
-    paths = _paths(schemas)
+    paths = _paths(schemas, components)
+    schemas |= {name: schema for name, schema in components.schemas.items() if name not in schemas}
     return {
         "openapi": "3.0.3",
         "info": {
@@ -318,9 +373,10 @@ def document() -> dict[str, Any]:
                 "proto/petitions/v1 with the .proto field names: 64-bit integers are strings, enums "
                 "their names, timestamps RFC 3339. Every error has the Error body, even for a request "
                 "the HTTP parser cannot read (400 MALFORMED_REQUEST, or LINE_TOO_LONG past 8190 bytes). "
-                "A POST or DELETE signed in by the credential cookie must come from the gateway's own "
-                "page: its Origin one of the gateway's origins, or without Origin Sec-Fetch-Site: "
-                "same-origin; otherwise 403 CROSS_ORIGIN_REQUEST (Bearer clients are not asked). A "
+                "A POST, PATCH or DELETE signed in by a cookie (the signer's or the author's) must come "
+                "from the gateway's own page: its Origin one of the gateway's origins, or without Origin "
+                "Sec-Fetch-Site: same-origin; otherwise 403 CROSS_ORIGIN_REQUEST (Bearer clients are not "
+                "asked). Staff operations take a Bearer staff credential only, never a cookie. A "
                 "Content-Type other than JSON is 415 UNSUPPORTED_MEDIA_TYPE even over an empty body "
                 "(except application/octet-stream over an empty body)."
             ),
@@ -332,6 +388,9 @@ def document() -> dict[str, Any]:
             "securitySchemes": {
                 "credentialCookie": {"type": "apiKey", "in": "cookie", "name": CREDENTIAL_COOKIE},
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "signer credential (compact JWS)"},
+                "authorCookie": {"type": "apiKey", "in": "cookie", "name": AUTHOR_COOKIE},
+                "authorBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "author credential (compact JWS)"},
+                "staffBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "staff credential (compact JWS)"},
             },
         },
     }

@@ -34,10 +34,14 @@ class Pages:
         return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Ready for traffic: every backend has a serving connection and the
-        gateway is not stopping."""
+        """Ready for traffic: every backend signing needs has a serving
+        connection and the gateway is not stopping. The petitions service is
+        reported but not required: with it down, petition reads and changes
+        answer 503 while signing and counting go on, and a gateway taken out
+        of the load balancer would stop them too."""
         backends = self._backends.serving()
-        ready = all(backends.values()) and not self._stopping()
+        needed = [backend.serving for backend in self._backends.needed_to_sign()]
+        ready = all(needed) and not self._stopping()
         return web.json_response(
             {"status": "ready" if ready else "not_ready", "backends": backends},
             status=200 if ready else 503,

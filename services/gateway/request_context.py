@@ -33,7 +33,8 @@ log = structlog.get_logger()
 
 CLIENT_IP = web.RequestKey("client_ip", str)
 
-CORS_METHODS = "GET, POST, DELETE"
+# PATCH: an author front end on another origin edits drafts (with Bearer).
+CORS_METHODS = "GET, POST, PATCH, DELETE"
 CORS_HEADERS = f"Authorization, Content-Type, Idempotency-Key, {TIMEOUT_HEADER}"
 CORS_EXPOSED = "ETag, Retry-After"
 # The page loads nothing from elsewhere and is never framed.

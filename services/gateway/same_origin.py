@@ -8,7 +8,8 @@ form can POST an empty body of any content type, which reads as `{}`. So,
 for every request with a method that changes state (POST, PUT, PATCH,
 DELETE):
 
-- signed in by the cookie (no Authorization header): the browser must say
+- signed in by a cookie, the signer's or the author's (no Authorization
+  header): the browser must say
   the request comes from one of the gateway's own origins (settings
   `public_url` and `public_origins`) in Origin, or, without Origin, with
   `Sec-Fetch-Site: same-origin`. Anything else is 403 CROSS_ORIGIN_REQUEST.
@@ -35,7 +36,7 @@ import grpc
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from services.gateway.auth import CREDENTIAL_COOKIE
+from services.gateway.auth import SIGNING_IN_COOKIES
 from services.gateway.http_errors import ApiError
 from services.gateway.settings import GatewaySettings
 
@@ -78,7 +79,8 @@ def same_origin_guard(settings: GatewaySettings) -> Middleware:
             return await handler(request)
         if hdrs.AUTHORIZATION not in request.headers:
             origin = request.headers.get(hdrs.ORIGIN)
-            if request.cookies.get(CREDENTIAL_COOKIE):
+            # The signer's cookie or the author's: either signs the request in.
+            if any(request.cookies.get(cookie) for cookie in SIGNING_IN_COOKIES):
                 if origin is not None:
                     from_own_page = origin in own
                 else:

@@ -16,6 +16,7 @@ from services.gateway.credential_keys import identity_keys
 from services.gateway.live import LiveTallies, watch_with
 from services.gateway.oidc_flow import OidcCodeFlow, SealedCookie
 from services.gateway.pages import Pages
+from services.gateway.petition_life import PetitionLife
 from services.gateway.protocol import GatewayRunner
 from services.gateway.request_context import middlewares, response_headers
 from services.gateway.routes import route_defs
@@ -38,6 +39,11 @@ class GatewayApp:
         self._client_secret = (
             settings.read_secret(settings.oidc_client_secret_file).decode() if settings.oidc_client_secret_file else ""
         )
+        self._author_client_secret = (
+            settings.read_secret(settings.author_oidc_client_secret_file).decode()
+            if settings.author_oidc_client_secret_file
+            else ""
+        )
         self._stopping = False
         self._port = 0
         self._http: aiohttp.ClientSession | None = None
@@ -56,6 +62,20 @@ class GatewayApp:
             http=http,
             timeout_seconds=settings.oidc_timeout_seconds,
         )
+        # The author's sign-in: the identified provider, its own client and
+        # callback, and its own cookie key, so a signer's sign-in state can
+        # never complete an author's sign-in.
+        author_flow = OidcCodeFlow(
+            provider_url=settings.author_oidc_provider_url,
+            client_id=settings.author_oidc_client_id,
+            client_secret=self._author_client_secret,
+            redirect_uri=settings.author_redirect_uri,
+            scopes=settings.author_oidc_scopes,
+            state_seconds=settings.oidc_state_seconds,
+            cookie=SealedCookie(self._cookie_key, "oidc-author-sign-in"),
+            http=http,
+            timeout_seconds=settings.oidc_timeout_seconds,
+        )
         app = web.Application(
             client_max_size=settings.max_body_bytes,
             middlewares=[*middlewares(settings), same_origin_guard(settings)],
@@ -66,7 +86,8 @@ class GatewayApp:
         app.add_routes(
             route_defs(
                 PublicApi(settings, self.backends, self.live),
-                SignIn(settings, self.backends.identity, flow, keys),
+                SignIn(settings, self.backends.identity, flow, keys, author_flow),
+                PetitionLife(settings, self.backends),
                 Pages(self.backends, lambda: self._stopping),
             )
         )

@@ -37,6 +37,8 @@ class GatewaySettings(CommonSettings):
     identity_address: str = "127.0.0.1:50061"
     signing_address: str = "127.0.0.1:50062"
     tally_address: str = "127.0.0.1:50063"
+    # The petitions service: the catalogue, drafts, review, committee work.
+    petitions_address: str = "127.0.0.1:50064"
     # gRPC connections per backend; calls go round robin over the healthy
     # ones. Several processes sharing a backend's address each get whole
     # connections (SO_REUSEPORT hashes connections, not calls): with 8, all
@@ -80,6 +82,14 @@ class GatewaySettings(CommonSettings):
     # A file name in the secrets directory; empty for a public client.
     oidc_client_secret_file: str = ""
     oidc_scopes: str = "openid"
+    # The identified provider of the author sign-in (FranceConnect's second
+    # button: names and birthdate are read, by identity only). Its own client
+    # registration and scopes: the signer sign-in above must stay anonymous.
+    author_oidc_provider_url: str = DEV_ISSUER.issuer
+    author_oidc_client_id: str = DEV_ISSUER.audience
+    author_oidc_client_secret_file: str = ""
+    # FranceConnect's names for the claims identity needs of an author.
+    author_oidc_scopes: str = "openid given_name family_name birthdate"
     # How long a sign-in may take between start and callback.
     oidc_state_seconds: int = 600
     oidc_timeout_seconds: float = 10.0
@@ -121,6 +131,10 @@ class GatewaySettings(CommonSettings):
     @property
     def redirect_uri(self) -> str:
         return self.public_url.rstrip("/") + "/auth/oidc/callback"
+
+    @property
+    def author_redirect_uri(self) -> str:
+        return self.public_url.rstrip("/") + "/auth/author/callback"
 
 
 def origin_of(url: str) -> str:
