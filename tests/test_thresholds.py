@@ -9,7 +9,7 @@ import pytest
 
 from petitions.v1 import events_pb2, petition_pb2
 from servicekit import territories
-from services.catalogue.model import Threshold
+from servicekit.petition_view import ViewThreshold as Threshold
 from services.tally.counters import Totals
 from services.tally.thresholds import crossed
 from tests.system import SystemClient
