@@ -18,7 +18,7 @@ from services.devidp.personas import KEY_FILE as DEVIDP_KEY_FILE
 from services.gateway.settings import COOKIE_SECRET_FILE
 from services.identity.keyring import KEYS_DIRECTORY
 from services.identity.server import PSEUDONYM_SECRET_FILE
-from services.signing.server import ADMIN_TOKEN_FILE, IP_HASH_SECRET_FILE
+from services.signing.server import IP_HASH_SECRET_FILE
 
 
 def _write_private(path: Path, content: bytes) -> None:
@@ -42,7 +42,8 @@ def ensure_dev_secrets(directory: Path) -> list[Path]:
         path = keys / f"{time.strftime('%Y%m%dT%H%M%S')}.pem"
         _write_private(path, _pem(ed25519.Ed25519PrivateKey.generate()))
         created.append(path)
-    for name in (PSEUDONYM_SECRET_FILE, IP_HASH_SECRET_FILE, ADMIN_TOKEN_FILE, COOKIE_SECRET_FILE):
+    # No admin token any more: staff act with their own staff credentials.
+    for name in (PSEUDONYM_SECRET_FILE, IP_HASH_SECRET_FILE, COOKIE_SECRET_FILE):
         path = directory / name
         if not path.exists():
             _write_private(path, secrets.token_urlsafe(32).encode())
