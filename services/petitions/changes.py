@@ -12,6 +12,7 @@ gets VERSION_CONFLICT instead of a decision on a state it has not seen.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -27,6 +28,11 @@ from services.petitions.publication import Publication
 from services.petitions.store import PetitionRecords
 
 SYSTEM = "system"
+# A change's own process publishes it within moments (two Kafka sends, each
+# bounded by the publish timeout); an entry still in the outbox after this
+# long was left by a process that crashed or could not publish.
+SETTLE_AFTER_SECONDS = 10.0
+_SETTLE_POLL_SECONDS = 0.05
 # Fields whose change is not news in the audit trail.
 _UNAUDITED = frozenset({"version", "updatedAt"})
 
@@ -107,6 +113,31 @@ class Changes:
             raise petition_not_found(petition_id)
         return stored.petition
 
+    async def _settled(self, petition_id: str) -> petition_pb2.Petition:
+        """The petition once its latest change is published. The next
+        change's entry replaces that one in the row's outbox, so an entry a
+        crashed process left there would never reach the audit trail or
+        petition-events: a live writer's publication is waited for (it takes
+        moments), one left longer than SETTLE_AFTER_SECONDS is finished here."""
+        while True:
+            stored = await self._records.get(petition_id)
+            if stored is None:
+                raise petition_not_found(petition_id)
+            pending = stored.outbox
+            if pending is None or pending.version != stored.petition.version:
+                return stored.petition
+            if self._clock() - pending.at.ToNanoseconds() / 1e9 < SETTLE_AFTER_SECONDS:
+                await asyncio.sleep(_SETTLE_POLL_SECONDS)
+                continue
+            if not await self._publication.finish(stored.petition, pending):
+                raise DomainError(
+                    ErrorKind.UNAVAILABLE,
+                    "PUBLICATION_PENDING",
+                    f"petition {petition_id!r}: its previous change is not published yet; nothing was changed, retry",
+                    retry_after_seconds=1.0,
+                )
+            return stored.petition
+
     async def create(self, petition: petition_pb2.Petition, actor: Actor, reason: str = "") -> petition_pb2.Petition:
         """Inserts a new petition (version 1) and publishes its creation."""
         now = now_timestamp(self._clock())
@@ -133,7 +164,7 @@ class Changes:
         """Moves the petition by action, with change applied to a copy (it
         may raise a DomainError to refuse); the one conditional write."""
         for _ in range(self._max_attempts):
-            current = await self.read(petition_id)
+            current = await self._settled(petition_id)
             if expected_version and current.version != expected_version:
                 raise DomainError(
                     ErrorKind.FAILED_PRECONDITION,
