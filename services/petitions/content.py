@@ -103,3 +103,25 @@ def check_links(field: str, links: list[str]) -> None:
             or any(c.isspace() for c in link)
         ):
             raise invalid(f"{field}[{index}]", "must be an https URL without spaces")
+
+
+# A legislature's name, e.g. "17" or "2024-2029" (fullmatch).
+LEGISLATURE = re.compile(r"[0-9A-Za-z-]{1,16}")
+
+
+def check_legislature(field: str, name: str) -> None:
+    if not LEGISLATURE.fullmatch(name):
+        raise invalid(field, "must be 1 to 16 characters among A-Z, a-z, 0-9 and '-'")
+
+
+def required_paragraph(field: str, value: str, limit: int = MAX_REASON) -> str:
+    """A required paragraph of public text (a rejection's explanation): no
+    line breaks, no control character, at most `limit` characters."""
+    value = value.strip()
+    if not value:
+        raise invalid(field, "is required")
+    if len(value) > limit:
+        raise invalid(field, f"is longer than {limit} characters")
+    if has_control_characters(value):
+        raise invalid(field, "must be one paragraph, without line breaks or control characters")
+    return value

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import structlog
 
-from petitions.v1 import identity_pb2, petition_pb2, petitions_pb2, petitions_pb2_grpc
+from petitions.v1 import petition_pb2, petitions_pb2, petitions_pb2_grpc
 from servicekit import role_credentials
 from servicekit.errors import DomainError, ErrorKind, invalid
 from servicekit.grpc_server import ServiceServer
@@ -35,6 +35,7 @@ from services.petitions.paging import page_of_messages
 from services.petitions.publication import Publication
 from services.petitions.settings import PetitionsSettings
 from services.petitions.store import PetitionRecords, open_records
+from services.petitions.type_rules import type_message
 
 Context = grpc.aio.ServicerContext[Any, Any]
 log = structlog.get_logger()
@@ -303,31 +304,6 @@ class PetitionsServicer(petitions_pb2_grpc.PetitionsServicer):
             return True
         author = await self._callers.optional_author(metadata)
         return author is not None and author.author == petition.author
-
-
-def type_message(petition_type: types.PetitionType) -> petitions_pb2.PetitionType:
-    rule = petition_type.eligibility
-    return petitions_pb2.PetitionType(
-        id=petition_type.id,
-        name=petition_type.name,
-        thresholds=[
-            petition_pb2.Threshold(id=t.id, label=t.label, signatures=t.signatures, min_territories=t.min_territories)
-            for t in petition_type.thresholds
-        ],
-        sponsors_required=petition_type.sponsors_required,
-        duration_days=petition_type.duration_days,
-        eligibility=eligibility_message(rule),
-    )
-
-
-def eligibility_message(rule: types.EligibilityRule) -> petition_pb2.Eligibility:
-    methods = {"oidc": identity_pb2.VERIFICATION_METHOD_OIDC, "email": identity_pb2.VERIFICATION_METHOD_EMAIL}
-    return petition_pb2.Eligibility(
-        countries=sorted(rule.countries),
-        adults_only=rule.adults_only,
-        methods=[methods[m] for m in sorted(rule.methods)],
-        accept_declared_adults=rule.accept_declared_adults,
-    )
 
 
 async def close_at_deadlines(records: PetitionRecords, changes: Changes, interval_seconds: float) -> None:

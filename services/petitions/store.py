@@ -23,6 +23,9 @@ from petitions.v1 import petition_pb2, petitions_pb2
 from servicekit.stores import CassandraSession
 
 LEGISLATURE_KEY = "current"
+# Rows "ended:<name>" of the legislatures table say which legislature
+# followed <name> (legislature names have no ':').
+_SUCCESSION = "ended:"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Statements:
     insert_audit: PreparedStatement
     select_audit: PreparedStatement
     insert_sponsor: PreparedStatement
+    delete_sponsor: PreparedStatement
     select_legislature: PreparedStatement
     insert_legislature: PreparedStatement
     change_legislature: PreparedStatement
@@ -122,6 +126,11 @@ class PetitionRecords:
         rows = await self._db.execute(self._q.insert_sponsor, (petition_id, sponsor, _at(at_nanos)))
         return bool(rows and rows[0][0])
 
+    async def remove_sponsor(self, petition_id: str, sponsor: str) -> None:
+        """Takes back a sponsor row whose count was refused or failed, so the
+        person is not left recorded but uncounted (and counted on a retry)."""
+        await self._db.execute(self._q.delete_sponsor, (petition_id, sponsor))
+
     async def current_legislature(self, first: str) -> str:
         """The current legislature; the first one is written on first use."""
         rows = await self._db.execute(self._q.select_legislature, (LEGISLATURE_KEY,))
@@ -130,6 +139,20 @@ class PetitionRecords:
         await self._db.execute(self._q.insert_legislature, (LEGISLATURE_KEY, first, datetime.now(UTC)))
         rows = await self._db.execute(self._q.select_legislature, (LEGISLATURE_KEY,))
         return str(rows[0].current)
+
+    async def successor_of(self, legislature: str) -> str | None:
+        """The legislature recorded as following an ended (or ending) one."""
+        rows = await self._db.execute(self._q.select_legislature, (_SUCCESSION + legislature,))
+        return str(rows[0].current) if rows else None
+
+    async def record_successor(self, ending: str, beginning: str) -> str:
+        """Records, once, which legislature follows `ending` (before the
+        current one is moved, so a retry after a crash can tell the ended
+        legislature from any other); returns the successor on record, which
+        is another one when a concurrent close named it first."""
+        rows = await self._db.execute(self._q.insert_legislature, (_SUCCESSION + ending, beginning, datetime.now(UTC)))
+        # A refused IF NOT EXISTS answers with the row already there.
+        return beginning if rows[0][0] else str(rows[0].current)
 
     async def change_legislature(self, ending: str, beginning: str) -> bool:
         rows = await self._db.execute(
@@ -170,6 +193,9 @@ async def open_records(db: CassandraSession) -> AsyncIterator[PetitionRecords]:
         insert_sponsor=prepare(
             f"INSERT INTO {db.table('petition_sponsors')} (petition_id, sponsor, sponsored_at)"
             " VALUES (?, ?, ?) IF NOT EXISTS"
+        ),
+        delete_sponsor=prepare(
+            f"DELETE FROM {db.table('petition_sponsors')} WHERE petition_id = ? AND sponsor = ? IF EXISTS"
         ),
         select_legislature=prepare(f"SELECT current FROM {db.table('legislatures')} WHERE name = ?", serial_read=True),
         insert_legislature=prepare(
