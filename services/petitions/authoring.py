@@ -14,6 +14,7 @@ petition to SUBMITTED.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import structlog
@@ -160,15 +161,20 @@ class Authoring:
             return petitions_pb2.SponsorPetitionResponse(
                 counted=False, petition=await self._changes.read(request.petition_id)
             )
+        # Shielded: a caller who gives up mid-way (a cancelled RPC) must not
+        # cut the count off between its write and the row's fate.
+        counted = await asyncio.shield(self._count_or_take_back(request.petition_id, sponsor))
+        return petitions_pb2.SponsorPetitionResponse(counted=True, petition=counted)
+
+    async def _count_or_take_back(self, petition_id: str, sponsor: str) -> petition_pb2.Petition:
         try:
-            counted = await self._count_one_more(request.petition_id)
+            return await self._count_one_more(petition_id)
         except BaseException:
             # Refused (the petition moved on) or failed: the row goes, so
             # that no one stays recorded without being counted, and a retry
             # counts them.
-            await self._records.remove_sponsor(request.petition_id, sponsor)
+            await self._records.remove_sponsor(petition_id, sponsor)
             raise
-        return petitions_pb2.SponsorPetitionResponse(counted=True, petition=counted)
 
     def _check_may_sponsor(self, petition: petition_pb2.Petition, verified: VerifiedCredential) -> None:
         state = state_of(petition)
