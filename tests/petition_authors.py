@@ -36,36 +36,14 @@ def author(system: SystemClient, persona: str = "") -> Author:
     """An author credential for an identified adult persona (a new one by
     default), from identity's ExchangeAuthorIdToken."""
     persona = persona or f"author-{uuid.uuid4().hex[:8]}"
-    try:
-        reply: identity_pb2.AuthorCredential = system.identity.ExchangeAuthorIdToken(
-            identity_pb2.ExchangeAuthorIdTokenRequest(
-                id_token=system.id_token(persona, identified=True, birthdate="1990-01-01")
-            ),
-            timeout=10,
-        )
-    except grpc.RpcError as error:
-        # TRANSITIONAL (until identity serves ExchangeAuthorIdToken): mint
-        # with identity's own key file, for the pseudonym identity gives the
-        # same person as a signer on the identified provider. Removed before
-        # this lands.
-        if error.code() is not grpc.StatusCode.UNIMPLEMENTED:
-            raise
-        from servicekit import role_credentials
-        from servicekit.signer_credential import load_private_key
-
-        pseudonym = system.exchange(system.id_token(persona, identified=True)).claims.signer
-        key_file = sorted((system.namespace.secrets_dir / "identity-keys").glob("*.pem"))[0]
-        token, _ = role_credentials.issue_author(
-            load_private_key(key_file.read_bytes()), pseudonym, persona.title(), 600
-        )
-        return Author(token, pseudonym, persona.title())
+    reply = system.author_credential(persona, birthdate="1990-01-01")
     return Author(reply.token, reply.author, reply.display_name)
 
 
 def same_person_as_signer(system: SystemClient, persona: str) -> identity_pb2.SignerCredential:
     """A signer credential of the person behind author(system, persona)
     (same provider, same subject: the same pseudonym)."""
-    return system.exchange(system.id_token(persona, identified=True))
+    return system.exchange(system.id_token(persona, identified=True, published_name=True))
 
 
 def draft(

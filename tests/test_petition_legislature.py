@@ -3,8 +3,9 @@ against the real stores: every petition of it closed (if open) and
 archived, new deposits in the next one, a repeat finishing what a crashed
 call left, and every refusal changing nothing.
 
-Marked destructive: closing the session's legislature archives every
-petition the session's other tests created, so these run after them."""
+Marked legislature_end: closing the session's legislature archives every
+petition the session's other tests created, so these run after them (and
+before the audits, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from tests.petition_authors import (
 from tests.system import SystemClient
 from tests.waiting import eventually
 
-pytestmark = [pytest.mark.stack, pytest.mark.destructive]
+pytestmark = [pytest.mark.stack, pytest.mark.legislature_end]
 
 G = grpc.StatusCode
 END = "end of legislature"
