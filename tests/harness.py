@@ -37,6 +37,9 @@ TEST_RATE_LIMITS = {
 }
 
 
+# The client registration of the identified provider's anonymous button.
+SIGNING_BUTTON_AUDIENCE = "petitions-test-signing"
+
 # Members of staff of a test session: identified dev personas, by role.
 STAFF_PERSONAS = {
     "staff-moderator-a": ["moderator"],
@@ -181,6 +184,15 @@ class Namespace:
                 "mode": "anonymous",
                 "serves_adults_only": True,
             },
+            # The identified provider is trusted a second time, under another
+            # client registration, in anonymous mode: FranceConnect's two
+            # buttons are one issuer.
+            {
+                "issuer": self.identified_devidp_url,
+                "audience": SIGNING_BUTTON_AUDIENCE,
+                "mode": "anonymous",
+                "serves_adults_only": True,
+            },
         ]
         staff = [
             {"issuer": self.identified_devidp_url, "subject": f"dev-persona:{persona}", "roles": roles}
@@ -236,6 +248,9 @@ def gateway_env(namespace: Namespace) -> dict[str, str]:
         "PETITIONS_TRUSTED_PROXY_HEADER": "X-Forwarded-For",
         "PETITIONS_TRUSTED_PROXY_NETWORKS": '["127.0.0.1/32"]',
         "PETITIONS_LIVE_HEARTBEAT_SECONDS": "5",
+        # The second sign-in (FranceConnect's identified button), for authors.
+        "PETITIONS_AUTHOR_OIDC_PROVIDER_URL": namespace.identified_devidp_url,
+        "PETITIONS_AUTHOR_OIDC_CLIENT_ID": "petitions-test",
     }
 
 

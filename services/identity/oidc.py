@@ -9,6 +9,7 @@ import hmac
 import json
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -110,7 +111,12 @@ class IdTokenVerifier:
         cache_seconds: float,
         leeway_seconds: int,
     ):
-        self._issuers = {i.issuer: i for i in issuers}
+        # One provider can be trusted twice, under two client registrations
+        # (audiences): FranceConnect's anonymous button for signing and its
+        # identified one for authors and staff are one issuer.
+        self._issuers: dict[str, list[IssuerConfig]] = {}
+        for config in issuers:
+            self._issuers.setdefault(config.issuer, []).append(config)
         self._fetcher = fetcher
         self._refetch_interval = refetch_interval
         self._cache_seconds = cache_seconds
@@ -120,7 +126,7 @@ class IdTokenVerifier:
     async def verify(self, jws: CompactJws, nonce: str = "") -> VerifiedIdToken:
         """The token's claims once it has passed every check, or
         IdTokenRejected. nonce is the one the caller's sign-in sent, or ""."""
-        issuer = self._issuers.get(str(jws.claims.get("iss")))
+        issuer = _configuration_for(self._issuers.get(str(jws.claims.get("iss")), []), jws.claims)
         if issuer is None:
             raise IdTokenRejected(f"issuer {jws.claims.get('iss')!r} is not trusted")
         algorithm = str(jws.header.get("alg"))
@@ -217,3 +223,21 @@ def _check_nonce(claims: dict[str, Any], nonce: str) -> None:
         raise IdTokenRejected("ID token is bound to a nonce: the nonce of its sign-in is required")
     if not isinstance(bound, str) or not hmac.compare_digest(bound.encode(), nonce.encode()):
         raise IdTokenRejected("ID token nonce does not match")
+
+
+def _configuration_for(configs: list[IssuerConfig], claims: Mapping[str, Any]) -> IssuerConfig | None:
+    """The configuration of the client registration a token was issued to:
+    the one its authorized party (azp) names, else the one among its
+    audiences, else the first (whose audience check then refuses it). The
+    claims are not verified yet; the choice only decides which checks run."""
+    if not configs:
+        return None
+    audience = claims.get("aud")
+    audiences = set(audience) if isinstance(audience, list) else {audience}
+    for config in configs:
+        if claims.get("azp") == config.audience:
+            return config
+    for config in configs:
+        if config.audience in audiences:
+            return config
+    return configs[0]
