@@ -22,7 +22,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.catalogue.model import PETITION_ID, PETITION_ID_RULE
+from servicekit.petition_ids import PETITION_ID, PETITION_ID_RULE
 from services.gateway.http_errors import ApiError, Violation, invalid, invalid_fields
 
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"

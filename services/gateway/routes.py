@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 
 from petitions.v1 import petitions_pb2
 from servicekit import territories
-from services.catalogue.model import PETITION_ID_SCHEMA_PATTERN
+from servicekit.petition_ids import PETITION_ID_SCHEMA_PATTERN
 from services.gateway.api import (
     MAX_FILTER,
     MAX_IDEMPOTENCY_KEY,

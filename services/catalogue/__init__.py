@@ -1,2 +1,0 @@
-"""The petition catalogue: petitions, their state and thresholds, stored in
-Cassandra. Signing writes it; signing and tally read it."""
