@@ -25,12 +25,10 @@ Env = dict[str, str]
 
 @pytest.fixture(scope="module")
 def env(system: SystemClient) -> Env:
-    return {
-        **system.namespace.env(system.stack),
-        # The identified provider, where authors and staff sign in.
-        # (tests.harness.Namespace.env could carry it for every CLI call.)
-        "PETITIONS_DEVIDP_IDENTIFIED_URL": system.namespace.identified_devidp_url,
-    }
+    environment = system.namespace.env(system.stack)
+    # The identified provider, where authors and staff sign in.
+    assert environment["PETITIONS_DEVIDP_IDENTIFIED_URL"] == system.namespace.identified_devidp_url
+    return environment
 
 
 def ok(env: Env, *args: str) -> Any:
