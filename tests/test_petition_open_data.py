@@ -11,13 +11,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import identity_pb2, petition_pb2, petitions_pb2
-from servicekit import role_credentials
-from servicekit.signer_credential import load_private_key
 from services.petitions import open_data
 from tests.harness import run_cli
 from tests.system import SystemClient
@@ -228,28 +225,9 @@ def test_the_metadata_export_is_written_to_a_file(system: SystemClient, tmp_path
     assert [r["id"] for r in json.loads(target.read_text(encoding="utf-8"))["data"]] == [petition.id]
 
 
-def author_metadata(system: SystemClient) -> tuple[tuple[str, str], ...]:
+def author_metadata(system: SystemClient) -> tuple[tuple[str, str | bytes], ...]:
     """An author's credential (gRPC metadata) from identity."""
-    persona = f"od-author-{uuid.uuid4().hex[:8]}"
-    system.raw_identities.update({f"dev-persona:{persona}", persona})
-    try:
-        reply = system.identity.ExchangeAuthorIdToken(
-            identity_pb2.ExchangeAuthorIdTokenRequest(
-                id_token=system.id_token(persona, identified=True, birthdate="1990-01-01")
-            ),
-            timeout=10,
-        )
-        token = reply.token
-    except grpc.RpcError as error:
-        # TRANSITIONAL (until identity serves ExchangeAuthorIdToken): mint
-        # with identity's own key file. Remove this branch then.
-        if not isinstance(error, grpc.Call) or error.code() is not grpc.StatusCode.UNIMPLEMENTED:
-            raise
-        key_file = sorted((system.namespace.secrets_dir / "identity-keys").glob("*.pem"))[0]
-        token, _ = role_credentials.issue_author(
-            load_private_key(key_file.read_bytes()), f"author-{persona}", "Camille D.", 600
-        )
-    return (("authorization", f"Bearer {token}"),)
+    return system.author(f"od-author-{uuid.uuid4().hex[:8]}")
 
 
 def test_a_rejection_and_the_outcomes_reach_the_open_data(system: SystemClient) -> None:

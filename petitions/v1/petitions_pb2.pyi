@@ -437,11 +437,13 @@ class CreatePetitionRequest(_message.Message):
     def closes_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def thresholds(self) -> _containers.RepeatedCompositeFieldContainer[_petition_pb2.Threshold]:
-        """When empty, the type's thresholds."""
+        """Exactly these (an operator's import is taken as it is; the type's
+        rules apply to the author flow: CreateDraft copies them).
+        """
 
     @_builtins.property
     def eligibility(self) -> _petition_pb2.Eligibility:
-        """When unset, the type's eligibility."""
+        """Exactly this; unset = anyone may sign."""
 
     def __init__(
         self,
