@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from services.signing.publisher import signature_key
 from services.tally.counters import Totals
 from tests.harness import ServiceProcess, free_port, run_cli, start_service, wait_serving
 from tests.system import SystemClient
+from tests.waiting import eventually
 
 # A record as it goes on the log: key, value.
 Record = tuple[bytes, bytes]
@@ -39,15 +39,6 @@ Record = tuple[bytes, bytes]
 APPLIED_SAMPLES = tuple(
     f'petitions_tally_messages_applied_total{{kind="{kind}"}}' for kind in ("accepted", "invalidated")
 )
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float, interval: float = 0.2) -> None:
-    """Polls condition until it holds; fails naming what was awaited."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
-        time.sleep(interval)
 
 
 # What the log must count to
@@ -353,15 +344,20 @@ class PrivateTally:
 
     def wait_committed(self, messages: int, timeout: float) -> None:
         """Until the group has committed at least this many messages."""
-        wait_until(lambda: self.committed() >= messages, f"group {self.group} committing {messages} messages", timeout)
+        eventually(
+            lambda: self.committed() >= messages,
+            timeout,
+            interval=0.2,
+            message=f"group {self.group} committing {messages} messages",
+        )
 
     def wait_applied(self, timeout: float = 120.0) -> None:
         """Until the group has committed every message of the log."""
-        wait_until(
+        eventually(
             lambda: self.system.applied_everything(topic=self.signatures_topic, group=self.group),
-            f"group {self.group} applying {self.signatures_topic} to its end",
             timeout,
             interval=0.5,
+            message=f"group {self.group} applying {self.signatures_topic} to its end",
         )
 
     def tally(self, petition_id: str, worker: TallyWorker) -> tally_pb2.PetitionTally:

@@ -28,8 +28,8 @@ from tests.tally_workers import (
     repeats,
     stored_totals,
     totals_of_tally,
-    wait_until,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.stack
 
@@ -174,14 +174,14 @@ def test_two_workers_rebalancing_count_each_person_once(system: SystemClient, tm
         first = tally.start_worker()
         # The flow lasts until the rebalancing is over; the cap only bounds it.
         publisher.start(mixed_traffic(ledger, rng, [hot], TRAFFIC, 30_000), chunk=250, pause_seconds=0.1)
-        wait_until(lambda: tally.applied(first) > 0, f"{first.name} applying", timeout=30)
+        eventually(lambda: tally.applied(first) > 0, 30, interval=0.2, message=f"{first.name} applying")
         second = tally.start_worker()
-        wait_until(lambda: tally.applied(second) > 0, f"{second.name} applying after joining", timeout=60)
+        eventually(lambda: tally.applied(second) > 0, 60, interval=0.2, message=f"{second.name} applying after joining")
         applied_by[first.name] = tally.applied(first)
         assert first.stop() == 0, f"{first.name} did not drain cleanly:\n{first.service.log_tail()}"
         third = tally.start_worker()
-        wait_until(lambda: tally.applied(third) > 0, f"{third.name} applying after joining", timeout=60)
-        wait_until(lambda: ledger.messages >= 8_000, "8,000 messages published", timeout=60)
+        eventually(lambda: tally.applied(third) > 0, 60, interval=0.2, message=f"{third.name} applying after joining")
+        eventually(lambda: ledger.messages >= 8_000, 60, interval=0.2, message="8,000 messages published")
         publisher.stop()
         assert publisher.join() == ledger.messages
         tally.wait_applied(timeout=60)
@@ -219,9 +219,9 @@ def test_a_worker_outlives_a_rebalance_in_the_middle_of_a_batch(system: SystemCl
     try:
         first = tally.start_worker()
         assert publisher.publish(mixed_traffic(ledger, rng, [hot], TRAFFIC, 12_000)) == ledger.messages
-        wait_until(lambda: tally.applied(first) > 0, f"{first.name} applying", timeout=30)
+        eventually(lambda: tally.applied(first) > 0, 30, interval=0.2, message=f"{first.name} applying")
         second = tally.start_worker()
-        wait_until(lambda: tally.applied(second) > 0, f"{second.name} applying after joining", timeout=60)
+        eventually(lambda: tally.applied(second) > 0, 60, interval=0.2, message=f"{second.name} applying after joining")
         tally.wait_applied(timeout=90)
         assert first.alive, f"{first.name} died when {second.name} joined:\n{first.service.log_tail()}"
         assert_counted_exactly(tally, ledger, [hot])
@@ -259,7 +259,12 @@ def test_an_announcement_repeated_after_a_crash_says_the_same(system: SystemClie
         )
         worker.kill()
         tally.start_worker()
-        wait_until(lambda: len(tally.announcements(petition.id)) > len(before), "the announcement repeated", timeout=30)
+        eventually(
+            lambda: len(tally.announcements(petition.id)) > len(before),
+            30,
+            interval=0.2,
+            message="the announcement repeated",
+        )
 
         announced = announced_contents(tally.announcements(petition.id))
         assert len(announced["three"]) == 1, f"announced differently: {announced['three']}"
