@@ -3,9 +3,11 @@
 A test that kills, stops or floods tally must not do it to the session's
 tally. It starts its own `python -m services.tally` processes on a topic
 prefix and consumer group of their own (keyspace and Redis database stay the
-session's, so tally's catalogue knows the petitions made through signing),
-publishes signature events straight to that log as signing would, and keeps
-its own account of what those events must count to.
+session's; the session's petition states are copied to the prefix's
+petition-state topic before each worker starts, so its view knows the
+petitions the test made), publishes signature events straight to that log
+as signing would, and keeps its own account of what those events must count
+to.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import grpc
 import redis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import events_pb2, identity_pb2, tally_pb2, tally_pb2_grpc
@@ -30,7 +33,7 @@ from servicekit.stores import idempotent_producer
 from services.signing.publisher import signature_key
 from services.tally.counters import Totals
 from tests.harness import ServiceProcess, free_port, run_cli, start_service, wait_serving
-from tests.system import SystemClient
+from tests.system import SystemClient, topic_partitions
 from tests.waiting import eventually
 
 # A record as it goes on the log: key, value.
@@ -238,6 +241,37 @@ class LogPublisher:
             await producer.stop()
 
 
+async def copy_records(bootstrap: str, source: str, target: str, since: dict[int, int]) -> dict[int, int]:
+    """Copies the source topic's records from the offsets `since` (by
+    partition) to its end onto the target topic, key, value and tombstones
+    alike; returns the offsets copied up to."""
+    partitions = (await topic_partitions(bootstrap, [source]))[0]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await consumer.start()
+    await producer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if ends[tp] > since.get(tp.partition, 0)}
+        consumer.assign(list(remaining))
+        for tp in remaining:
+            consumer.seek(tp, since.get(tp.partition, 0))
+        sent: list[asyncio.Future[object]] = []
+        while remaining:
+            batches = await consumer.getmany(timeout_ms=5000)
+            if not batches:
+                raise AssertionError(f"could not read {sorted(remaining)} of {source} to the end")
+            for tp, records in batches.items():
+                sent += [await producer.send(target, r.value, key=r.key) for r in records]
+                if records[-1].offset + 1 >= ends[TopicPartition(tp.topic, tp.partition)]:
+                    remaining.discard(tp)
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return {tp.partition: end for tp, end in ends.items()}
+
+
 # Tally processes of the test's own
 
 
@@ -288,6 +322,8 @@ class PrivateTally:
             **settings,
         }
         self.workers: list[TallyWorker] = []
+        # How far the session's petition-state topic has been copied.
+        self._shared_up_to: dict[int, int] = {}
         self._own_flushes = 0
         self._flushes_at_start = self._flushes()
 
@@ -304,11 +340,27 @@ class PrivateTally:
         result = run_cli(self.env, "migrate")
         assert result.returncode == 0, f"petitions migrate failed:\n{result.stdout}\n{result.stderr}"
 
+    def share_petitions(self) -> None:
+        """Copies the session's petition states not copied yet to the
+        prefix's petition-state topic: tally learns petitions (and their
+        thresholds) only from there, and the session's petitions service
+        publishes on the session's."""
+        self._shared_up_to = asyncio.run(
+            copy_records(
+                self.settings.kafka_bootstrap,
+                f"{self.system.namespace.topic_prefix}petition-state",
+                self.settings.petition_state_topic,
+                self._shared_up_to,
+            )
+        )
+
     def publisher(self) -> LogPublisher:
         return LogPublisher(self.settings, self.signatures_topic)
 
     def start_worker(self) -> TallyWorker:
-        """Starts one more worker in the group and waits until it serves."""
+        """Starts one more worker in the group, knowing every petition made
+        so far, and waits until it serves."""
+        self.share_petitions()
         name = f"{self.prefix}tally-{len(self.workers) + 1}"
         ports = self.system.namespace.ports
         ports[name], ports[f"{name}-metrics"] = free_port(), free_port()
