@@ -234,6 +234,8 @@ class LogPublisher:
                     if self._stop.is_set():
                         break
                     if pause_seconds:
+                        # Time is the subject: the pause shapes the flow
+                        # (a steady rate), it waits for no state.
                         await asyncio.sleep(pause_seconds)
             await asyncio.gather(*pending)
             return published + len(pending)
