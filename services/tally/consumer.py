@@ -1,72 +1,103 @@
-"""The consume loop: take a batch per partition, apply it, commit it.
+"""The consume loop: poll → submit → commit, over the chain of steps in
+services/tally/steps (chain.py says what happens to a batch).
 
-The partitions of one poll are applied concurrently (their state in Redis
-is disjoint: each partition owns its shard), so one partition's Cassandra
-round trips overlap another's. Offsets are committed only for batches fully
-applied. A failure (a store unreachable) rewinds that partition to the
-batch's start and retries with backoff; the counters' applied offsets make
-the retry exact.
+Each poll's records become one batch per partition, submitted to the
+chain; a partition whose previous batch is still in flight is refused
+(MessageRejected) and the loop rewinds and pauses it until the chain
+resumes it, so back-pressure never needs a queue. Offsets are committed
+only for batches that went through every step.
+
+On stop (SIGTERM) and when the group takes partitions away, the chain is
+joined: batches in flight finish and are committed within drain_seconds,
+and only then does the consumer leave the group, so the next owner does not
+replay them (it would change nothing, but it is work and, for a batch cut
+in the middle, rests on replay alone).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from cassandra import DriverException
-from redis.exceptions import RedisError
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError
 
-from services.tally.applier import BatchApplier, LogMessage
-from services.tally.metric_defs import BATCH_FAILURES, CONSUMER_LAG, LAG_SECONDS
+from services.tally.metric_defs import CONSUMER_LAG, LAG_SECONDS
+from services.tally.steps.commit import Progress
+from services.tally.steps.in_flight import InFlight
+from services.tally.steps.protocol import Batch, LogMessage, MessageRejected
 
 log = structlog.get_logger()
-
-MAX_BACKOFF_SECONDS = 5.0
-FIRST_BACKOFF_SECONDS = 0.1
 
 Records = dict[TopicPartition, list[object]]
 
 
 class SignatureConsumer:
     def __init__(
-        self, consumer: AIOKafkaConsumer, applier: BatchApplier, max_batch: int, poll_timeout_ms: int, linger_ms: int
+        self,
+        consumer: AIOKafkaConsumer,
+        chain: InFlight,
+        progress: Progress,
+        max_batch: int,
+        poll_timeout_ms: int,
+        linger_ms: int,
     ):
         self._consumer = consumer
-        self._applier = applier
+        self._chain = chain
+        self._progress = progress
         self._max_batch = max_batch
         self._poll_timeout_ms = poll_timeout_ms
         self._linger_ms = linger_ms
-        self._backoff = FIRST_BACKOFF_SECONDS
-        # Per partition: the next offset to apply and the producer timestamp
-        # (ms) of the last applied message, for the lag metrics.
-        self._progress: dict[TopicPartition, tuple[int, int]] = {}
         self._lag_labels: set[str] = set()
 
     async def run(self) -> None:
         while True:
-            batches = await self._take()
-            # A task group, so that an error no apply handles (e.g. too many
-            # dead letters) cancels the partitions' other applies with it.
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._apply(tp, records)) for tp, records in batches.items() if records]
-            results = [task.result() for task in tasks]
-            applied = {tp: next_offset for tp, next_offset in results if next_offset is not None}
-            if applied:
-                await self._commit(applied)
-            for tp, records in batches.items():
-                if tp in applied and records:
-                    self._progress[tp] = (applied[tp], records[-1].timestamp)  # type: ignore[attr-defined]
+            # While batches are in flight, take only what is already fetched
+            # and wait for a batch to finish instead (below).
+            batches = await self._take(0 if self._chain.busy else self._poll_timeout_ms)
+            for partition, records in batches.items():
+                if records:
+                    await self._submit(partition, records)
+            waiting = not any(batches.values())
+            await self._chain.poll(self._poll_timeout_ms / 1000 if waiting else 0.0)
             await self._report_lag()
-            if len(applied) < len(results):
-                await asyncio.sleep(self._backoff)
-                self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
-            else:
-                self._backoff = FIRST_BACKOFF_SECONDS
+
+    async def drain(self, within_seconds: float) -> None:
+        """Finishes and commits the batches in flight, within within_seconds
+        seconds; nothing is submitted afterwards."""
+        await self._chain.close()
+        await self._chain.join(within_seconds)
+
+    async def _submit(self, partition: TopicPartition, records: list[object]) -> None:
+        batch = Batch(
+            partition,
+            [
+                LogMessage(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)  # type: ignore[attr-defined]
+                for r in records
+            ],
+        )
+        try:
+            await self._chain.submit(batch)
+        except MessageRejected:
+            # Taken again from its first offset once the chain resumes the
+            # partition; a revoked partition is its next owner's.
+            with contextlib.suppress(IllegalStateError):
+                self._consumer.seek(partition, batch.first_offset)
+                self._consumer.pause(partition)
+
+    async def _take(self, timeout_ms: int) -> Records:
+        """Up to max_batch records; when fewer came, waits up to linger_ms
+        for more, trading a little latency for fewer, larger batches."""
+        batches: Records = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._max_batch)
+        taken = sum(len(records) for records in batches.values())
+        if self._linger_ms and 0 < taken < self._max_batch:
+            more: Records = await self._consumer.getmany(
+                timeout_ms=self._linger_ms, max_records=self._max_batch - taken
+            )
+            for tp, records in more.items():
+                batches[tp] = [*batches.get(tp, []), *records]
+        return batches
 
     async def _report_lag(self) -> None:
         """Messages behind the log's end per partition, and in seconds the
@@ -97,57 +128,19 @@ class SignatureConsumer:
         self._lag_labels = labels
         LAG_SECONDS.set(behind_seconds)
 
-    async def _take(self) -> Records:
-        """Up to max_batch records; when fewer came, waits up to linger_ms
-        for more, trading a little latency for fewer, larger batches."""
-        batches: Records = await self._consumer.getmany(timeout_ms=self._poll_timeout_ms, max_records=self._max_batch)
-        taken = sum(len(records) for records in batches.values())
-        if self._linger_ms and 0 < taken < self._max_batch:
-            more: Records = await self._consumer.getmany(
-                timeout_ms=self._linger_ms, max_records=self._max_batch - taken
-            )
-            for tp, records in more.items():
-                batches[tp] = [*batches.get(tp, []), *records]
-        return batches
 
-    async def _apply(self, partition: TopicPartition, records: Sequence[object]) -> tuple[TopicPartition, int | None]:
-        """Applies one partition's batch; returns the offset to commit, or
-        None when it failed and the partition was rewound for a retry."""
-        messages = [
-            LogMessage(r.topic, r.partition, r.offset, r.key, r.value)  # type: ignore[attr-defined]
-            for r in records
-        ]
-        try:
-            await self._applier.apply(partition.partition, messages)
-        except (RedisError, DriverException, KafkaError, OSError) as error:
-            BATCH_FAILURES.labels(type(error).__name__).inc()
-            log.error(
-                "batch failed; retrying",
-                partition=partition.partition,
-                first_offset=messages[0].offset,
-                error=repr(error),
-                backoff_seconds=self._backoff,
-            )
-            # If the partition was revoked meanwhile, its next owner
-            # replays from the last commit; there is nothing to rewind.
-            with contextlib.suppress(IllegalStateError):
-                self._consumer.seek(partition, messages[0].offset)
-            return partition, None
-        return partition, messages[-1].offset + 1
+class DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions move to another member, the batches in flight are
+    finished and committed (within the drain bound), so their new owner
+    starts after them."""
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        # Partitions revoked while their batch was applied are committed by
-        # nobody: their next owner replays them and the applied offsets make
-        # the replay change nothing.
-        assigned = self._consumer.assignment()
-        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as error:
-            # The partitions moved to another consumer during the batch; it
-            # will replay from the last commit and skip what we applied.
-            log.warning(
-                "commit failed after rebalance", partitions=sorted(tp.partition for tp in offsets), error=str(error)
-            )
+    def __init__(self, chain: InFlight, drain_seconds: float):
+        self._chain = chain
+        self._drain_seconds = drain_seconds
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            await self._chain.join(self._drain_seconds)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass

@@ -16,15 +16,17 @@ from servicekit.grpc_server import ServiceServer
 from servicekit.lifecycle import GrpcApp, run_service
 from servicekit.petition_view import PetitionView
 from servicekit.stores import CassandraSession, ReplaceableProducer, redis_client
-from services.tally.applier import BatchApplier
 from services.tally.archive import SignatureArchive
-from services.tally.consumer import SignatureConsumer
+from services.tally.consumer import DrainOnRevoke, SignatureConsumer
 from services.tally.counters import ShardedCounters
 from services.tally.dead_letters import DeadLetterSink
 from services.tally.reader import TallyReader, TallySnapshot
 from services.tally.recount import Recount
 from services.tally.recovery import ShardRecovery
 from services.tally.settings import TallySettings
+from services.tally.steps.chain import ChainParts, tally_chain
+from services.tally.steps.commit import Progress
+from services.tally.steps.dead_letter import DeadLetterLimits
 from services.tally.thresholds import ThresholdStore, ThresholdWatcher
 from services.tally.watch import TallyFeeds
 
@@ -94,8 +96,9 @@ class TallyApp(GrpcApp):
         # The group consumer when this process consumes; otherwise a
         # groupless one, only for the log's partitions and end offsets.
         self.consumer = (
+            # Subscribed once its chain exists (_with_view), with the
+            # listener that drains the chain before partitions move.
             AIOKafkaConsumer(
-                topic,
                 bootstrap_servers=settings.kafka_bootstrap,
                 group_id=settings.consumer_group,
                 enable_auto_commit=False,
@@ -116,6 +119,7 @@ class TallyApp(GrpcApp):
         self._stores = contextlib.AsyncExitStack()
         # Built once the petition view is open (start), as they read it.
         self.feeds: TallyFeeds | None = None
+        self.signature_loop: SignatureConsumer | None = None
         served = [tally_pb2.DESCRIPTOR.services_by_name["Tally"].full_name] if self.reading else []
         self.server = ServiceServer(served, settings)
 
@@ -131,16 +135,30 @@ class TallyApp(GrpcApp):
         async def petition_ids() -> list[str]:
             return view.ids()
 
-        applier = BatchApplier(
-            self.archive,
-            self.counters,
-            DeadLetterSink(self.producer, settings.dead_letter_topic),
-            watcher,
-            ShardRecovery(self.recount, self.counters, petition_ids),
-            settings.max_dead_letters_in_row,
+        progress: Progress = {}
+        chain = tally_chain(
+            ChainParts(
+                consumer=self.consumer,
+                dead_letters=DeadLetterSink(self.producer, settings.dead_letter_topic),
+                limits=DeadLetterLimits(
+                    settings.max_dead_letters_in_row, settings.max_dead_letter_ratio, settings.dead_letter_window
+                ),
+                archive=self.archive,
+                counters=self.counters,
+                recovery=ShardRecovery(self.recount, self.counters, petition_ids),
+                thresholds=watcher,
+                progress=progress,
+            )
         )
+        if self.consuming:
+            self.consumer.subscribe([settings.signatures_topic], listener=DrainOnRevoke(chain, settings.drain_seconds))
         loop = SignatureConsumer(
-            self.consumer, applier, settings.max_batch_messages, settings.poll_timeout_ms, settings.batch_linger_ms
+            self.consumer,
+            chain,
+            progress,
+            settings.max_batch_messages,
+            settings.poll_timeout_ms,
+            settings.batch_linger_ms,
         )
         reader = TallyReader(
             self.counters,
@@ -183,6 +201,7 @@ class TallyApp(GrpcApp):
             await watcher.republish_pending()
         await self.consumer.start()
         if self.consuming:
+            self.signature_loop = loop
             self.run_in_background(loop.run(), "consume-signatures")
             self.run_in_background(
                 watcher.sweep_unpublished(self.settings.threshold_sweep_seconds, THRESHOLD_SWEEP_GRACE_SECONDS),
@@ -198,6 +217,10 @@ class TallyApp(GrpcApp):
             self.feeds.close()
         await self.server.stop(self.settings.grace_seconds)
         await self.stop_background()
+        # The consume loop is stopped; the batches it had in flight finish
+        # and are committed before the consumer leaves the group (below).
+        if self.signature_loop is not None:
+            await self.signature_loop.drain(self.settings.drain_seconds)
         await self._stores.aclose()
         await self.consumer.stop()
         await self.producer.stop()

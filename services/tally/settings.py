@@ -28,6 +28,14 @@ class TallySettings(ServiceSettings):
     # Undecodable messages in a row after which the consumer stops (and its
     # process exits for its supervisor) instead of dead-lettering on.
     max_dead_letters_in_row: int = 1_000
+    # Per partition too: the consumer also stops when more than this share
+    # of a partition's last dead_letter_window messages were dead-lettered.
+    max_dead_letter_ratio: float = 0.5
+    dead_letter_window: int = 1_000
+    # On stop and when partitions are revoked, how long the batches in flight
+    # may take to finish and be committed before the consumer leaves the
+    # group (what is not finished by then, the next owner replays).
+    drain_seconds: float = 10.0
     # When a poll brings fewer than max_batch_messages, wait this long for
     # more: larger batches under moderate load, at this cost in latency.
     batch_linger_ms: int = 0
