@@ -24,6 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from petitions.v1 import petition_pb2, petitions_pb2
 from servicekit.errors import DomainError, ErrorKind
 from services.petitions import lifecycle
+from services.petitions.metric_defs import CHANGE_CONFLICTS, CHANGES, OUTBOX_FINISHED
 from services.petitions.publication import Publication
 from services.petitions.store import PetitionRecords
 
@@ -136,6 +137,7 @@ class Changes:
                     f"petition {petition_id!r}: its previous change is not published yet; nothing was changed, retry",
                     retry_after_seconds=1.0,
                 )
+            OUTBOX_FINISHED.inc()
             return stored.petition
 
     async def create(self, petition: petition_pb2.Petition, actor: Actor, reason: str = "") -> petition_pb2.Petition:
@@ -147,6 +149,7 @@ class Changes:
         entry = audit_entry(None, petition, lifecycle.Action.CREATE, actor, reason)
         if not await self._records.create(petition, entry):
             raise DomainError(ErrorKind.ALREADY_EXISTS, "PETITION_EXISTS", f"petition {petition.id!r} already exists")
+        CHANGES.labels(lifecycle.Action.CREATE.value, actor.role.value).inc()
         await self._publication.finish(petition, entry)
         return petition
 
@@ -186,8 +189,10 @@ class Changes:
             updated.updated_at.CopyFrom(now_timestamp(self._clock()))
             entry = audit_entry(current, updated, action, actor, reason)
             if await self._records.change(updated, entry, current.version):
+                CHANGES.labels(action.value, actor.role.value).inc()
                 await self._publication.finish(updated, entry)
                 return updated
+            CHANGE_CONFLICTS.inc()
         raise DomainError(
             ErrorKind.FAILED_PRECONDITION,
             "VERSION_CONFLICT",

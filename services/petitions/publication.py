@@ -20,6 +20,7 @@ import structlog
 
 from petitions.v1 import events_pb2, petition_pb2, petitions_pb2
 from servicekit.stores import ReplaceableProducer
+from services.petitions.metric_defs import EVENTS_NOT_PUBLISHED, OUTBOX_FINISHED
 from services.petitions.store import PetitionRecords
 
 log = structlog.get_logger()
@@ -59,6 +60,7 @@ class Publication:
             log.warning(
                 "petition change not published yet", petition=petition.id, version=petition.version, error=repr(error)
             )
+            EVENTS_NOT_PUBLISHED.inc()
             return False
         return True
 
@@ -72,6 +74,7 @@ class Publication:
             if entry is None or entry.at.ToNanoseconds() / 1e9 > cutoff:
                 continue
             if await self.finish(stored.petition, entry):
+                OUTBOX_FINISHED.inc()
                 finished += 1
         return finished
 
