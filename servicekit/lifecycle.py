@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,10 +53,14 @@ class ServiceApp(Protocol):
 
 
 class GrpcApp:
-    """Base of the apps: RPCs on self.server, plus background loops started
-    with run_in_background (a consume loop, a periodic job). If one of those
-    ends, until_failed returns and the process exits for its supervisor to
-    restart it."""
+    """Base of the hand-written apps: RPCs on self.server, plus background
+    loops started with run_in_background (a consume loop, a periodic job). If
+    one of those ends, until_failed returns and the process exits for its
+    supervisor to restart it.
+
+    Kept only while the tally's TallyApp still uses it: every other service
+    is built by a factory (create_server / create_app) run by FactoryApp.
+    Remove it once the tally has a create_server too."""
 
     server: ServiceServer
     _background: list[asyncio.Task[None]]
@@ -146,6 +150,31 @@ class BackgroundTasks:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def background_tasks() -> AsyncIterator[BackgroundTasks]:
+    """A factory's background loops, cancelled and awaited when the block
+    ends: entered after the stores the loops use, so they stop before those
+    close."""
+    tasks = BackgroundTasks()
+    try:
+        yield tasks
+    finally:
+        await tasks.stop()
+
+
+@contextlib.asynccontextmanager
+async def serving(server: ServiceServer, grace_seconds: float) -> AsyncIterator[ServiceServer]:
+    """A started gRPC server, stopped (NOT_SERVING, then in-flight RPCs
+    drained within grace_seconds) when the block ends. A factory enters it
+    last on its exit stack, so the server drains first, while every store an
+    RPC in flight still needs is open."""
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace_seconds)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,20 @@ def redis_client(settings: CommonSettings) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=pool)
 
 
+@contextlib.asynccontextmanager
+async def redis_connection(settings: CommonSettings) -> AsyncIterator[aioredis.Redis]:
+    """A pooled client (redis_client) that has answered a PING, so a service
+    whose Redis is unreachable fails at start rather than on its first
+    request. On exit the pool's connections are closed too: a client given a
+    pool of its own making leaves it open on aclose() by default."""
+    client = redis_client(settings)
+    try:
+        await client.ping()
+        yield client
+    finally:
+        await client.aclose(close_connection_pool=True)
+
+
 def idempotent_producer(settings: CommonSettings, *, linger_ms: int = 2) -> AIOKafkaProducer:
     """A producer that never duplicates or reorders a partition's messages on
     retry (enable_idempotence implies acks=all), so an acknowledged send is on

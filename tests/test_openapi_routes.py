@@ -16,7 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from services.gateway import openapi
-from services.gateway.server import GatewayApp
+from services.gateway.backends import Backends
+from services.gateway.live import LiveTallies, watch_with
+from services.gateway.server import web_application
 from services.gateway.settings import COOKIE_SECRET_FILE, GatewaySettings
 
 # Served for browsers, not operations of the API.
@@ -27,9 +29,11 @@ Served = tuple[str, str]
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[web.Application]:
     (tmp_path / COOKIE_SECRET_FILE).write_bytes(b"k" * 32)
-    gateway = GatewayApp(GatewaySettings(secrets_dir=tmp_path))
+    settings = GatewaySettings(secrets_dir=tmp_path)
+    backends = Backends(settings)
+    live = LiveTallies(watch_with(backends.tally), settings.max_live_clients)
     async with aiohttp.ClientSession() as http:
-        yield gateway.create_app(http)
+        yield web_application(settings, http, backends, live, lambda: False)
 
 
 def _served(route: web.AbstractRoute) -> Served:

@@ -1,14 +1,19 @@
-"""The gateway's wiring: HTTP server, backends, live feeds, sign-in."""
+"""The gateway's wiring (HTTP server, backends, live feeds, sign-in), and its
+one factory, `create_app(settings)`: the HTTP session, the backends and the
+HTTP server entered on one AsyncExitStack, so shutdown unwinds them in
+reverse order by construction."""
 
 from __future__ import annotations
 
 import asyncio
 import resource
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
 from aiohttp import web
 
-from servicekit.lifecycle import run_service
+from servicekit.lifecycle import BackgroundTasks, FactoryApp, RunningServer, run_service
 from services.gateway.api import PublicApi
 from services.gateway.auth import SignIn
 from services.gateway.backends import Backends
@@ -28,120 +33,129 @@ from services.gateway.settings import COOKIE_SECRET_FILE, GatewaySettings
 LISTEN_BACKLOG = 4096
 
 
-class GatewayApp:
-    """Everything the gateway runs, with one start/stop pair."""
+def web_application(
+    settings: GatewaySettings,
+    http: aiohttp.ClientSession,
+    backends: Backends,
+    live: LiveTallies,
+    stopping: Callable[[], bool],
+) -> web.Application:
+    """The gateway's aiohttp app over backends and an HTTP session that are
+    already open (built, not started: the OpenAPI test asks its router)."""
+    cookie_key = settings.read_secret(COOKIE_SECRET_FILE)
+    client_secret = (
+        settings.read_secret(settings.oidc_client_secret_file).decode() if settings.oidc_client_secret_file else ""
+    )
+    author_client_secret = (
+        settings.read_secret(settings.author_oidc_client_secret_file).decode()
+        if settings.author_oidc_client_secret_file
+        else ""
+    )
+    flow = OidcCodeFlow(
+        provider_url=settings.oidc_provider_url,
+        client_id=settings.oidc_client_id,
+        client_secret=client_secret,
+        redirect_uri=settings.redirect_uri,
+        scopes=settings.oidc_scopes,
+        state_seconds=settings.oidc_state_seconds,
+        cookie=SealedCookie(cookie_key, "oidc-sign-in"),
+        http=http,
+        timeout_seconds=settings.oidc_timeout_seconds,
+    )
+    # The author's sign-in: the identified provider, its own client and
+    # callback, and its own cookie key, so a signer's sign-in state can
+    # never complete an author's sign-in.
+    author_flow = OidcCodeFlow(
+        provider_url=settings.author_oidc_provider_url,
+        client_id=settings.author_oidc_client_id,
+        client_secret=author_client_secret,
+        redirect_uri=settings.author_redirect_uri,
+        scopes=settings.author_oidc_scopes,
+        state_seconds=settings.oidc_state_seconds,
+        cookie=SealedCookie(cookie_key, "oidc-author-sign-in"),
+        http=http,
+        timeout_seconds=settings.oidc_timeout_seconds,
+    )
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[*middlewares(settings), same_origin_guard(settings)],
+    )
+    app.on_response_prepare.append(response_headers(settings))
+    keys = identity_keys(backends.identity, settings.request_timeout_seconds)
+    # One route table for the router and the OpenAPI document (routes.py).
+    app.add_routes(
+        route_defs(
+            PublicApi(settings, backends, live),
+            SignIn(settings, backends.identity, flow, keys, author_flow),
+            PetitionLife(settings, backends),
+            Pages(backends, stopping),
+        )
+    )
+    return app
 
-    def __init__(self, settings: GatewaySettings):
-        self.settings = settings
-        self.backends = Backends(settings)
-        self.live = LiveTallies(watch_with(self.backends.tally), settings.max_live_clients)
-        self._cookie_key = settings.read_secret(COOKIE_SECRET_FILE)
-        self._client_secret = (
-            settings.read_secret(settings.oidc_client_secret_file).decode() if settings.oidc_client_secret_file else ""
-        )
-        self._author_client_secret = (
-            settings.read_secret(settings.author_oidc_client_secret_file).decode()
-            if settings.author_oidc_client_secret_file
-            else ""
-        )
-        self._stopping = False
-        self._port = 0
-        self._http: aiohttp.ClientSession | None = None
-        self._runner: GatewayRunner | None = None
 
-    def create_app(self, http: aiohttp.ClientSession) -> web.Application:
-        settings = self.settings
-        flow = OidcCodeFlow(
-            provider_url=settings.oidc_provider_url,
-            client_id=settings.oidc_client_id,
-            client_secret=self._client_secret,
-            redirect_uri=settings.redirect_uri,
-            scopes=settings.oidc_scopes,
-            state_seconds=settings.oidc_state_seconds,
-            cookie=SealedCookie(self._cookie_key, "oidc-sign-in"),
-            http=http,
-            timeout_seconds=settings.oidc_timeout_seconds,
-        )
-        # The author's sign-in: the identified provider, its own client and
-        # callback, and its own cookie key, so a signer's sign-in state can
-        # never complete an author's sign-in.
-        author_flow = OidcCodeFlow(
-            provider_url=settings.author_oidc_provider_url,
-            client_id=settings.author_oidc_client_id,
-            client_secret=self._author_client_secret,
-            redirect_uri=settings.author_redirect_uri,
-            scopes=settings.author_oidc_scopes,
-            state_seconds=settings.oidc_state_seconds,
-            cookie=SealedCookie(self._cookie_key, "oidc-author-sign-in"),
-            http=http,
-            timeout_seconds=settings.oidc_timeout_seconds,
-        )
-        app = web.Application(
-            client_max_size=settings.max_body_bytes,
-            middlewares=[*middlewares(settings), same_origin_guard(settings)],
-        )
-        app.on_response_prepare.append(response_headers(settings))
-        keys = identity_keys(self.backends.identity, settings.request_timeout_seconds)
-        # One route table for the router and the OpenAPI document (routes.py).
-        app.add_routes(
-            route_defs(
-                PublicApi(settings, self.backends, self.live),
-                SignIn(settings, self.backends.identity, flow, keys, author_flow),
-                PetitionLife(settings, self.backends),
-                Pages(self.backends, lambda: self._stopping),
-            )
-        )
-        return app
+@asynccontextmanager
+async def open_backends(settings: GatewaySettings) -> AsyncIterator[Backends]:
+    """The backends' channels, each having heard from its backend once (or
+    waited backend_start_wait_seconds), closed when the block ends."""
+    backends = Backends(settings)
+    try:
+        await backends.start()
+        yield backends
+    finally:
+        await backends.stop()
 
-    @property
-    def port(self) -> int:
-        return self._port
 
-    async def start(self) -> None:
-        self._http = aiohttp.ClientSession()
-        try:
-            await self._start(self._http)
-        except BaseException:
-            await self.stop()
-            raise
+@asynccontextmanager
+async def http_site(runner: GatewayRunner, settings: GatewaySettings) -> AsyncIterator[int]:
+    """The runner set up and listening; yields the port. On exit it drains:
+    open requests get up to grace_seconds to finish."""
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.http_host, settings.http_port, backlog=LISTEN_BACKLOG)
+        await site.start()
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
 
-    async def _start(self, http: aiohttp.ClientSession) -> None:
-        app = self.create_app(http)
-        await self.backends.start()
+
+@asynccontextmanager
+async def create_app(settings: GatewaySettings) -> AsyncIterator[RunningServer]:
+    """The gateway, serving HTTP on settings.http_port (0 in tests: the
+    yielded port says which). Shutdown unwinds the stack: not ready first,
+    so the load balancer stops sending; then the live streams end (their
+    browsers reconnect elsewhere); then the HTTP server drains; then the
+    backends' channels and the HTTP session close."""
+    stopping = False
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        backends = await stack.enter_async_context(open_backends(settings))
+        live = LiveTallies(watch_with(backends.tally), settings.max_live_clients)
+        app = web_application(settings, http, backends, live, lambda: stopping)
         # The gateway's runner: what aiohttp's parser refuses gets the
         # documented error body too (protocol.py).
-        self._runner = GatewayRunner(
+        runner = GatewayRunner(
             app,
-            self.settings,
+            settings,
             handle_signals=False,
             access_log=None,
-            shutdown_timeout=self.settings.grace_seconds,
+            shutdown_timeout=settings.grace_seconds,
             # A browser that leaves ends its handler (and its live stream) at
             # once; work that must finish anyway is shielded where it runs.
             handler_cancellation=True,
         )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port, backlog=LISTEN_BACKLOG)
-        await site.start()
-        address = self._runner.addresses[0]
-        self._port = int(address[1])
+        port = await stack.enter_async_context(http_site(runner, settings))
+        stack.callback(live.close)
 
-    async def stop(self) -> None:
-        # Not ready first, so the load balancer stops sending; then end the
-        # live streams (their browsers reconnect elsewhere), then drain.
-        self._stopping = True
-        self.live.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._http is not None:
-            await self._http.close()
-        await self.backends.stop()
+        def not_ready() -> None:
+            nonlocal stopping
+            stopping = True
 
-    async def until_failed(self) -> BaseException | None:
-        """The gateway has no background work whose death should end it:
-        health watches and live feeds recover by themselves."""
-        await asyncio.Event().wait()
-        return None
+        # Pushed last, so it runs first.
+        stack.callback(not_ready)
+        # No background work whose death should end the gateway: health
+        # watches and live feeds recover by themselves.
+        yield RunningServer(port, BackgroundTasks())
 
 
 def _allow_many_connections() -> None:
@@ -154,4 +168,4 @@ def _allow_many_connections() -> None:
 def main() -> None:
     _allow_many_connections()
     settings = GatewaySettings()
-    asyncio.run(run_service("gateway", settings, lambda: GatewayApp(settings)))
+    asyncio.run(run_service("gateway", settings, lambda: FactoryApp(lambda: create_app(settings))))

@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 
+# A slow provider fails a sign-in instead of hanging it.
+DEFAULT_TIMEOUT_SECONDS = 5.0
+
 
 class HttpDocumentFetcher:
-    """A DocumentFetcher on one aiohttp session, with a short timeout so a slow
-    provider fails a sign-in instead of hanging it."""
+    """A DocumentFetcher on one open aiohttp session; built by open(), which
+    closes the session when its block ends."""
 
-    def __init__(self, timeout_seconds: float = 5.0):
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._session: aiohttp.ClientSession | None = None
+    def __init__(self, session: aiohttp.ClientSession):
+        self._session = session
 
-    async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=self._timeout)
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> AsyncIterator[HttpDocumentFetcher]:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_seconds)) as session:
+            yield cls(session)
 
     async def fetch_json(self, url: str) -> dict[str, Any]:
-        if self._session is None:
-            raise RuntimeError("HttpDocumentFetcher.start() was not awaited")
         try:
             async with self._session.get(url) as response:
                 response.raise_for_status()

@@ -1,12 +1,18 @@
-"""Identity's gRPC wiring: the only module here that knows about gRPC."""
+"""Identity's gRPC wiring (the only module here that knows about gRPC), and
+its one factory: `create_server(settings)` enters the stores on one
+AsyncExitStack, each ready when entered, the gRPC server last, so shutdown
+unwinds them in reverse order by construction."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import grpc
+import redis.asyncio as aioredis
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -14,11 +20,11 @@ from petitions.v1 import identity_pb2, identity_pb2_grpc
 from servicekit import role_credentials
 from servicekit.errors import invalid
 from servicekit.grpc_server import ServiceServer
-from servicekit.lifecycle import GrpcApp, run_service
+from servicekit.lifecycle import FactoryApp, RunningServer, background_tasks, run_service, serving
 from servicekit.rate_limits import FraudLimits
 from servicekit.request_guard import RequestGuard
 from servicekit.signer_credential import SignerClaims
-from servicekit.stores import redis_client
+from servicekit.stores import redis_connection
 from services.identity.email_verification import EmailVerification
 from services.identity.exchange import (
     DECLARED,
@@ -168,106 +174,114 @@ def claims_message(claims: SignerClaims) -> identity_pb2.SignerClaims:
     )
 
 
-class IdentityApp(GrpcApp):
-    """Everything identity runs, with one start/stop pair."""
-
-    def __init__(self, settings: IdentitySettings):
-        self.settings = settings
-        self.fetcher = HttpDocumentFetcher()
-        self.redis = redis_client(settings)
-        # A new key signs only once every verifier's cached key set has had
-        # time to expire and include it.
-        self.keyring = ReloadingKeyRing(
-            settings.secret_file(KEYS_DIRECTORY),
-            activation_delay_seconds=settings.verification_keys_cache_seconds + settings.keyring_reload_seconds,
+def identity_servicer(
+    settings: IdentitySettings,
+    redis: aioredis.Redis,
+    fetcher: HttpDocumentFetcher,
+    keyring: ReloadingKeyRing,
+    secret: bytes,
+    smtp_password: str,
+) -> IdentityServicer:
+    """The RPCs' domain objects, over stores that are already connected."""
+    guard = RequestGuard(
+        FraudLimits(
+            redis,
+            secret,
+            dict(settings.rate_limits),
+            frozenset(d.lower() for d in settings.blocked_email_domains),
+            tuple(ipaddress.ip_network(n, strict=False) for n in settings.blocked_ip_networks),
         )
-        secret = settings.read_secret(PSEUDONYM_SECRET_FILE)
-        guard = RequestGuard(
-            FraudLimits(
-                self.redis,
-                secret,
-                dict(settings.rate_limits),
-                frozenset(d.lower() for d in settings.blocked_email_domains),
-                tuple(ipaddress.ip_network(n, strict=False) for n in settings.blocked_ip_networks),
-            )
-        )
-        signer = CredentialSigner(
-            self.keyring,
-            settings.credential_ttl_seconds,
-            author_ttl_seconds=settings.author_credential_ttl_seconds,
-            staff_ttl_seconds=settings.staff_credential_ttl_seconds,
-        )
-        verifier = IdTokenVerifier(
-            settings.oidc_issuers,
-            self.fetcher,
-            refetch_interval=settings.jwks_refetch_interval_seconds,
-            cache_seconds=settings.jwks_cache_seconds,
-            leeway_seconds=settings.id_token_leeway_seconds,
-        )
-        password = settings.read_secret(settings.smtp_password_file).decode() if settings.smtp_password_file else ""
-        email = EmailVerification(
-            OneTimeCodes(
-                self.redis,
-                secret,
-                settings.code_ttl_seconds,
-                settings.code_attempts,
-                settings.email_lock_failures,
-                settings.email_lock_window_seconds,
-            ),
-            CodeMailer(
-                settings.smtp_host,
-                settings.smtp_port,
-                settings.smtp_from,
-                settings.smtp_starttls,
-                settings.smtp_username,
-                password,
-            ),
+    )
+    signer = CredentialSigner(
+        keyring,
+        settings.credential_ttl_seconds,
+        author_ttl_seconds=settings.author_credential_ttl_seconds,
+        staff_ttl_seconds=settings.staff_credential_ttl_seconds,
+    )
+    verifier = IdTokenVerifier(
+        settings.oidc_issuers,
+        fetcher,
+        refetch_interval=settings.jwks_refetch_interval_seconds,
+        cache_seconds=settings.jwks_cache_seconds,
+        leeway_seconds=settings.id_token_leeway_seconds,
+    )
+    email = EmailVerification(
+        OneTimeCodes(
+            redis,
+            secret,
+            settings.code_ttl_seconds,
+            settings.code_attempts,
+            settings.email_lock_failures,
+            settings.email_lock_window_seconds,
+        ),
+        CodeMailer(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_from,
+            settings.smtp_starttls,
+            settings.smtp_username,
+            smtp_password,
+        ),
+        signer,
+        secret,
+        guard,
+    )
+    return IdentityServicer(
+        IdTokenExchange(
+            verifier,
+            SpentIdTokens(redis, secret, settings.id_token_leeway_seconds),
             signer,
             secret,
             guard,
-        )
-        self.server = ServiceServer([identity_pb2.DESCRIPTOR.services_by_name["Identity"].full_name], settings)
+            {(entry.issuer, entry.subject): frozenset(entry.roles) for entry in settings.staff_roles},
+        ),
+        email,
+        keyring,
+        settings.verification_keys_cache_seconds,
+    )
+
+
+async def reload_keys_periodically(keyring: ReloadingKeyRing, interval_seconds: float) -> None:
+    log = structlog.get_logger()
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            if keyring.reload():
+                log.info("signing keys changed", key_ids=keyring.current.key_ids())
+        except (OSError, ValueError) as error:
+            # A half-written key file: keep the ring we have, try again next round.
+            log.error("signing keys not reloaded", error=repr(error))
+
+
+@asynccontextmanager
+async def create_server(settings: IdentitySettings) -> AsyncIterator[RunningServer]:
+    """The identity service, serving on settings.grpc_address (port 0 in
+    tests: the yielded port says which). Keys and secrets are read before
+    anything connects, so a missing one stops the start at once; shutdown
+    unwinds the stack: the server drains, then the key reloading stops,
+    then the HTTP session and Redis close."""
+    # A new key signs only once every verifier's cached key set has had
+    # time to expire and include it.
+    keyring = ReloadingKeyRing(
+        settings.secret_file(KEYS_DIRECTORY),
+        activation_delay_seconds=settings.verification_keys_cache_seconds + settings.keyring_reload_seconds,
+    )
+    secret = settings.read_secret(PSEUDONYM_SECRET_FILE)
+    password = settings.read_secret(settings.smtp_password_file).decode() if settings.smtp_password_file else ""
+    async with AsyncExitStack() as stack:
+        redis = await stack.enter_async_context(redis_connection(settings))
+        fetcher = await stack.enter_async_context(HttpDocumentFetcher.open())
+        background = await stack.enter_async_context(background_tasks())
+        background.start(reload_keys_periodically(keyring, settings.keyring_reload_seconds), "reload-keys")
+        server = ServiceServer([identity_pb2.DESCRIPTOR.services_by_name["Identity"].full_name], settings)
         identity_pb2_grpc.add_IdentityServicer_to_server(
-            IdentityServicer(
-                IdTokenExchange(
-                    verifier,
-                    SpentIdTokens(self.redis, secret, settings.id_token_leeway_seconds),
-                    signer,
-                    secret,
-                    guard,
-                    {(entry.issuer, entry.subject): frozenset(entry.roles) for entry in settings.staff_roles},
-                ),
-                email,
-                self.keyring,
-                settings.verification_keys_cache_seconds,
-            ),
-            self.server.server,
+            identity_servicer(settings, redis, fetcher, keyring, secret, password), server.server
         )
-
-    async def _reload_keys_periodically(self) -> None:
-        log = structlog.get_logger()
-        while True:
-            await asyncio.sleep(self.settings.keyring_reload_seconds)
-            try:
-                if self.keyring.reload():
-                    log.info("signing keys changed", key_ids=self.keyring.current.key_ids())
-            except (OSError, ValueError) as error:
-                # A half-written key file: keep the ring we have, try again next round.
-                log.error("signing keys not reloaded", error=repr(error))
-
-    async def start(self) -> None:
-        await self.fetcher.start()
-        await self.redis.ping()
-        self.run_in_background(self._reload_keys_periodically(), "reload-keys")
-        await self.server.start()
-
-    async def stop(self) -> None:
-        await self.server.stop(self.settings.grace_seconds)
-        await self.stop_background()
-        await self.fetcher.stop()
-        await self.redis.aclose()
+        # Entered last, so it stops first.
+        await stack.enter_async_context(serving(server, settings.grace_seconds))
+        yield RunningServer(server.port, background)
 
 
 def main() -> None:
     settings = IdentitySettings()
-    asyncio.run(run_service("identity", settings, lambda: IdentityApp(settings)))
+    asyncio.run(run_service("identity", settings, lambda: FactoryApp(lambda: create_server(settings))))

@@ -1,24 +1,30 @@
-"""Signing's gRPC wiring: the only module here that knows about gRPC."""
+"""Signing's gRPC wiring (the only module here that knows about gRPC), and
+its one factory, `create_server(settings)`: the stores entered on one
+AsyncExitStack, each ready when entered, the gRPC server last, so shutdown
+unwinds them in reverse order by construction."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import grpc
+import redis.asyncio as aioredis
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import signing_pb2, signing_pb2_grpc
+from servicekit.credential_keys import CredentialKeyCache
 from servicekit.grpc_server import ServiceServer
-from servicekit.identity_keys import IdentityKeysUnavailable, identity_key_cache
-from servicekit.lifecycle import GrpcApp, run_service
+from servicekit.identity_keys import IdentityKeysUnavailable, identity_keys
+from servicekit.lifecycle import FactoryApp, RunningServer, background_tasks, run_service, serving
 from servicekit.petition_view import PetitionView
 from servicekit.rate_limits import FraudLimits
 from servicekit.request_guard import RequestGuard
-from servicekit.stores import CassandraSession, ReplaceableProducer, redis_client
+from servicekit.stores import ReplaceableProducer, cassandra_session, kafka_producer, redis_connection
 from services.signing.intake import Outcome, Receipt, SignatureIntake, SignatureRequest
 from services.signing.ledger import SignerLedger
 from services.signing.moderation import Selection, SignatureModeration
@@ -101,89 +107,85 @@ def sign_response(receipt: Receipt) -> signing_pb2.SignResponse:
     return response
 
 
-class SigningApp(GrpcApp):
-    """Everything signing runs, with one start/stop pair.
+def signing_servicer(
+    settings: SigningSettings,
+    view: PetitionView,
+    redis: aioredis.Redis,
+    producer: ReplaceableProducer,
+    keys: CredentialKeyCache[IdentityKeysUnavailable],
+    lookup: SignatureLookup,
+    ip_hash_secret: bytes,
+) -> SigningServicer:
+    """The RPCs' domain objects, over stores that are already connected."""
+    ledger = SignerLedger(redis, claim_seconds=int(settings.publish_timeout_seconds) + 20)
+    publisher = SignaturePublisher(
+        producer,
+        settings.signatures_topic,
+        settings.publish_timeout_seconds,
+        settings.max_in_flight,
+        settings.publish_stall_seconds,
+    )
+    intake = SignatureIntake(
+        keys,
+        view,
+        ledger,
+        publisher,
+        ip_hash_secret,
+        # A concurrent request of the same person waits at most as long
+        # as Kafka may take to acknowledge the first one.
+        pending_wait_seconds=settings.publish_timeout_seconds + 1,
+        receipt_grace_seconds=settings.idempotency_ttl_seconds,
+        guard=RequestGuard(
+            FraudLimits(
+                redis,
+                ip_hash_secret,
+                dict(settings.rate_limits),
+                frozenset(),
+                tuple(ipaddress.ip_network(n, strict=False) for n in settings.blocked_ip_networks),
+            )
+        ),
+    )
+    return SigningServicer(intake, SignatureModeration(lookup, publisher), StaffAuthorisation(keys))
+
+
+@asynccontextmanager
+async def create_server(settings: SigningSettings) -> AsyncIterator[RunningServer]:
+    """The signing service, serving on settings.grpc_address (port 0 in
+    tests: the yielded port says which).
 
     It learns petitions only from the petition-state topic (its petition
     view), never from the petitions service or its tables, so it keeps
     signing while that service is down; and it serves only once the view
     has read the whole topic, so it never calls a petition unknown that was
-    created before it started."""
+    created before it started.
 
-    def __init__(self, settings: SigningSettings):
-        self.settings = settings
-        self.redis = redis_client(settings)
-        self.producer = ReplaceableProducer(settings, linger_ms=settings.producer_linger_ms)
+    Shutdown unwinds the stack: the server drains first (each Sign in flight
+    is waiting on Kafka and must get its answer, so the producer is still
+    open), then the view stops following, then the stores close."""
+    ip_hash_secret = settings.read_secret(IP_HASH_SECRET_FILE)
+    async with AsyncExitStack() as stack:
         # Only for InvalidateSignatures' selection by IP or time window.
-        self.cassandra = CassandraSession(settings)
-        self.identity_channel = grpc.aio.insecure_channel(settings.identity_address)
-        self.keys = identity_key_cache(self.identity_channel)
-        self.lookup = SignatureLookup(self.cassandra, settings.signature_partitions)
-        self._stores = contextlib.AsyncExitStack()
-        self.server = ServiceServer([signing_pb2.DESCRIPTOR.services_by_name["Signing"].full_name], settings)
-
-    def _servicer(self, view: PetitionView) -> SigningServicer:
-        settings = self.settings
-        ledger = SignerLedger(self.redis, claim_seconds=int(settings.publish_timeout_seconds) + 20)
-        publisher = SignaturePublisher(
-            self.producer,
-            settings.signatures_topic,
-            settings.publish_timeout_seconds,
-            settings.max_in_flight,
-            settings.publish_stall_seconds,
-        )
-        ip_hash_secret = settings.read_secret(IP_HASH_SECRET_FILE)
-        intake = SignatureIntake(
-            self.keys,
-            view,
-            ledger,
-            publisher,
-            ip_hash_secret,
-            # A concurrent request of the same person waits at most as long
-            # as Kafka may take to acknowledge the first one.
-            pending_wait_seconds=settings.publish_timeout_seconds + 1,
-            receipt_grace_seconds=settings.idempotency_ttl_seconds,
-            guard=RequestGuard(
-                FraudLimits(
-                    self.redis,
-                    ip_hash_secret,
-                    dict(settings.rate_limits),
-                    frozenset(),
-                    tuple(ipaddress.ip_network(n, strict=False) for n in settings.blocked_ip_networks),
-                )
-            ),
-        )
-        return SigningServicer(intake, SignatureModeration(self.lookup, publisher), StaffAuthorisation(self.keys))
-
-    async def start(self) -> None:
-        await self.cassandra.start()
-        self.lookup.prepare()
-        await self.producer.start()
-        await self.redis.ping()
-        try:
-            await self.keys.refresh()
-        except IdentityKeysUnavailable as error:
-            # Not fatal: the keys are fetched on the first Sign instead.
-            log.warning("identity keys not loaded at start", error=str(error))
+        db = await stack.enter_async_context(cassandra_session(settings))
+        lookup = SignatureLookup.prepared(db, settings.signature_partitions)
+        producer = await stack.enter_async_context(kafka_producer(settings, linger_ms=settings.producer_linger_ms))
+        redis = await stack.enter_async_context(redis_connection(settings))
+        # When identity is not up yet, its keys are fetched on the first Sign.
+        keys = await stack.enter_async_context(identity_keys(settings.identity_address))
         # Returns once the view holds every petition the topic held.
-        view = await self._stores.enter_async_context(PetitionView.open(self.settings))
-        signing_pb2_grpc.add_SigningServicer_to_server(self._servicer(view), self.server.server)
+        view = await stack.enter_async_context(PetitionView.open(settings))
+        background = await stack.enter_async_context(background_tasks())
         # A view that stops following would serve ever older states: the
         # process exits instead, for its supervisor to restart it.
-        self.run_in_background(view.followed(), "petition-view")
-        await self.server.start()
-
-    async def stop(self) -> None:
-        # Drain RPCs first: each one is waiting on Kafka and must get its answer.
-        await self.server.stop(self.settings.grace_seconds)
-        await self.stop_background()
-        await self._stores.aclose()
-        await self.producer.stop()
-        await self.identity_channel.close()
-        await self.redis.aclose()
-        await self.cassandra.stop()
+        background.start(view.followed(), "petition-view")
+        server = ServiceServer([signing_pb2.DESCRIPTOR.services_by_name["Signing"].full_name], settings)
+        signing_pb2_grpc.add_SigningServicer_to_server(
+            signing_servicer(settings, view, redis, producer, keys, lookup, ip_hash_secret), server.server
+        )
+        # Entered last, so it stops first.
+        await stack.enter_async_context(serving(server, settings.grace_seconds))
+        yield RunningServer(server.port, background)
 
 
 def main() -> None:
     settings = SigningSettings()
-    asyncio.run(run_service("signing", settings, lambda: SigningApp(settings)))
+    asyncio.run(run_service("signing", settings, lambda: FactoryApp(lambda: create_server(settings))))

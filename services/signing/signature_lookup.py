@@ -12,16 +12,21 @@ from services.signing.moderation import StoredSignature
 
 
 class SignatureLookup:
-    def __init__(self, cassandra: CassandraSession, shards: int):
+    """Built by prepared(), so its statement is ready before the first call."""
+
+    def __init__(self, cassandra: CassandraSession, shards: int, select: Any):
         self._db = cassandra
         self._shards = shards
-        self._select: Any = None
+        self._select = select
 
-    def prepare(self) -> None:
-        self._select = self._db.prepare(
-            f"SELECT signer, ip_hash, signed_at, invalidated_at FROM {self._db.table('signatures')}"
+    @classmethod
+    def prepared(cls, cassandra: CassandraSession, shards: int) -> SignatureLookup:
+        """A lookup over a started session, its statement prepared."""
+        select = cassandra.prepare(
+            f"SELECT signer, ip_hash, signed_at, invalidated_at FROM {cassandra.table('signatures')}"
             " WHERE petition_id = ? AND shard = ?"
         )
+        return cls(cassandra, shards, select)
 
     async def __call__(self, petition_id: str) -> list[StoredSignature]:
         shards = await asyncio.gather(
