@@ -30,10 +30,13 @@ status: $(INSTALLED)
 test: $(INSTALLED) lint
 	$(PY) tools/run_suite.py
 
+# lint-imports checks the architecture contracts of pyproject.toml's
+# [tool.importlinter] (who may import what).
 lint: $(INSTALLED)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 proto: $(INSTALLED)
 	$(PY) tools/generate_protos.py

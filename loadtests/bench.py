@@ -62,8 +62,8 @@ from loadtests.bench_tally import (
 from loadtests.petition_admin import create_petition
 from loadtests.run_locust import RpcStats, check_tally, prepare, read_stats, run_locust
 from loadtests.scenarios import RESULTS_DIR, SCENARIOS, LoadTestSettings
+from servicekit.dev_processes import free_port
 from servicekit.settings import CommonSettings
-from tests.harness import free_port
 
 SIGNING_RATE_TARGET = 2_000.0  # accepted signatures/s
 SIGN_P99_TARGET = 0.050  # seconds

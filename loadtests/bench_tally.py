@@ -56,7 +56,6 @@ import contextlib
 import heapq
 import multiprocessing
 import os
-import random
 import secrets
 import subprocess
 import sys
@@ -67,7 +66,6 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import accumulate
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -94,13 +92,14 @@ from loadtests.bench_signing import (
     report,
 )
 from loadtests.petition_admin import create_petition
+from loadtests.population import Population
 from petitions.v1 import events_pb2, identity_pb2, signing_pb2, signing_pb2_grpc, tally_pb2, tally_pb2_grpc
+from servicekit.dev_processes import ServiceProcess, free_port, run_cli, start_service
 from servicekit.settings import REPO_ROOT, CommonSettings
 from servicekit.stores import CassandraSession, idempotent_producer, redis_client
 from services.signing.publisher import signature_key
 from services.tally.counters import ShardedCounters
 from services.tally.thresholds import ThresholdStore
-from tests.harness import ServiceProcess, free_port, run_cli, start_service
 
 TALLY = "127.0.0.1:50063"
 TALLY_METRICS_PORT = 9163
@@ -118,10 +117,6 @@ PUBLISH_WINDOW = 5_000
 # How often the backlog's progress is read (Redis and the group's offsets).
 BACKLOG_POLL_SECONDS = 0.02
 
-DEPARTEMENTS = [f"{n:02d}" for n in range(1, 96) if n != 20] + ["2A", "2B", "971", "972", "973", "974", "976"]
-ABROAD = ["BE", "CH", "GB", "DE", "ES", "US", "CA", "MA", "IT", "LU"]
-ABROAD_SHARE = 0.035
-
 # What bench_signing.drive returns: successes, their latencies, failures.
 Outcome = tuple[int, list[float], int]
 LoadFactory = Callable[[], Coroutine[Any, Any, Outcome]]
@@ -129,25 +124,7 @@ LoadFactory = Callable[[], Coroutine[Any, Any, Outcome]]
 say = partial(print, flush=True)
 
 
-# --- made-up signers ---------------------------------------------------------
-
-
-class Population:
-    """Where the made-up signers live: départements with a Zipf-like skew
-    (the most populous about 40 times the least, as in France), and a few
-    percent abroad, who have a country but no territory."""
-
-    def __init__(self, seed: int):
-        self._rng = random.Random(seed)
-        self._territories = list(DEPARTEMENTS)
-        self._rng.shuffle(self._territories)
-        self._cumulative = list(accumulate(rank**-0.8 for rank in range(1, len(self._territories) + 1)))
-
-    def place(self) -> tuple[str, str]:
-        """(country, territory) of the next signer."""
-        if self._rng.random() < ABROAD_SHARE:
-            return self._rng.choice(ABROAD), ""
-        return "FR", self._rng.choices(self._territories, cum_weights=self._cumulative)[0]
+# --- made-up signers (loadtests/population.py) --------------------------------
 
 
 def accepted_event(petition: str, signer: str, country: str, territory: str, signed_at: Timestamp) -> bytes:

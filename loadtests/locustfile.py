@@ -38,7 +38,7 @@ from locust.env import Environment
 from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner, WorkerRunner
 
 from loadtests.bench_signing import signing_key
-from loadtests.bench_tally import Population
+from loadtests.population import Population
 from loadtests.scenarios import LEDGER_GLOB, RETRY_AFTER_SECONDS, SCENARIOS, SIGN_ATTEMPTS, LoadTestSettings
 from petitions.v1 import signing_pb2, signing_pb2_grpc, tally_pb2, tally_pb2_grpc
 from servicekit import signer_credential, territories

@@ -46,8 +46,8 @@ import grpc
 from loadtests.petition_admin import create_petition
 from loadtests.scenarios import LEDGER_GLOB, RESULTS_DIR, SCENARIOS, LoadTestSettings, Scenario, sign_task_bound
 from petitions.v1 import tally_pb2, tally_pb2_grpc
+from servicekit.dev_processes import free_port
 from servicekit.settings import REPO_ROOT
-from tests.harness import free_port
 
 LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
 RUN_RECORD = "run.json"

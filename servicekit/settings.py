@@ -1,7 +1,12 @@
-"""Settings shared by every service, read once from the environment at start.
+"""Settings shared by every process, read once from the environment at start.
 
-Each service subclasses CommonSettings with its own fields; the object is
-frozen and passed down through constructors, so no module reads os.environ.
+Two layers: BaseProcessSettings is what every process has (logging, the metrics
+host, the secrets directory); CommonSettings adds where the stores are (Kafka,
+Redis, Cassandra, the topic names), for the processes that use them. The
+gateway takes BaseProcessSettings only: it talks to the services, never to a
+store, and its settings say so. Each service subclasses one of them; the
+object is frozen and passed down through constructors, so no module reads
+os.environ.
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class CommonSettings(BaseSettings):
-    """Where the shared infrastructure is, and how a service presents itself."""
+class BaseProcessSettings(BaseSettings):
+    """How a process presents itself, and where its secret files are."""
 
     model_config = SettingsConfigDict(env_prefix="PETITIONS_", frozen=True, extra="ignore")
 
@@ -23,6 +28,24 @@ class CommonSettings(BaseSettings):
     # Where /metrics listens: loopback on a laptop; every interface in a pod
     # (0.0.0.0), so Prometheus can scrape it.
     metrics_host: str = "127.0.0.1"
+
+    # Secret material (keys, HMAC secrets) lives in files here.
+    secrets_dir: Path = REPO_ROOT / ".run" / "secrets"
+
+    def secret_file(self, name: str) -> Path:
+        return self.secrets_dir / name
+
+    def read_secret(self, name: str) -> bytes:
+        """Reads a secret file; a missing one is a start-up error that names it."""
+        path = self.secret_file(name)
+        try:
+            return path.read_bytes().strip()
+        except FileNotFoundError:
+            raise SystemExit(f"missing secret file {path} (run `petitions dev-secrets` locally)") from None
+
+
+class CommonSettings(BaseProcessSettings):
+    """Where the shared stores are: what every store-using process adds."""
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     redis_url: str = "redis://127.0.0.1:16379/0"
@@ -37,9 +60,6 @@ class CommonSettings(BaseSettings):
     topic_prefix: str = ""
     signature_partitions: int = 6
     topic_replication: int = 1
-
-    # Secret material (keys, HMAC secrets, admin token) lives in files here.
-    secrets_dir: Path = REPO_ROOT / ".run" / "secrets"
 
     @property
     def signatures_topic(self) -> str:
@@ -57,17 +77,6 @@ class CommonSettings(BaseSettings):
     @property
     def dead_letter_topic(self) -> str:
         return f"{self.topic_prefix}signatures-dead-letter"
-
-    def secret_file(self, name: str) -> Path:
-        return self.secrets_dir / name
-
-    def read_secret(self, name: str) -> bytes:
-        """Reads a secret file; a missing one is a start-up error that names it."""
-        path = self.secret_file(name)
-        try:
-            return path.read_bytes().strip()
-        except FileNotFoundError:
-            raise SystemExit(f"missing secret file {path} (run `petitions dev-secrets` locally)") from None
 
 
 class ServiceSettings(CommonSettings):

@@ -65,9 +65,9 @@ from petitions.v1 import (
     tally_pb2,
     tally_pb2_grpc,
 )
+from servicekit import open_data
 from servicekit.settings import REPO_ROOT, CommonSettings
 from services.petitions import open_data as petition_open_data
-from services.tally import open_data
 
 # The store drivers (Cassandra, Redis, Kafka's admin client) and aiohttp are
 # imported by the few commands that use them: every command is a new process,

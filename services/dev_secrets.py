@@ -14,11 +14,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from services.devidp.personas import KEY_FILE as DEVIDP_KEY_FILE
+# The file names come from each service's settings module, never from its
+# server (the import contract "operator-tools" in pyproject.toml checks it).
+from services.devidp.settings import KEY_FILE as DEVIDP_KEY_FILE
 from services.gateway.settings import COOKIE_SECRET_FILE
-from services.identity.keyring import KEYS_DIRECTORY
-from services.identity.server import PSEUDONYM_SECRET_FILE
-from services.signing.server import IP_HASH_SECRET_FILE
+from services.identity.settings import KEYS_DIRECTORY, PSEUDONYM_SECRET_FILE
+from services.signing.settings import IP_HASH_SECRET_FILE
 
 
 def _write_private(path: Path, content: bytes) -> None:

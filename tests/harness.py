@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import urllib.request
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +17,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.local.components import port_open
 from deploy.local.fetch import ensure_redis_server
+
+# Processes are started by the kit the load tests share (servicekit, which
+# they may import); re-exported here for the tests.
+from servicekit.dev_processes import ServiceProcess as ServiceProcess
+from servicekit.dev_processes import free_port as free_port
+from servicekit.dev_processes import run_cli as run_cli
+from servicekit.dev_processes import start_service as start_service
 from servicekit.settings import CommonSettings
 from tests.waiting import eventually
 
@@ -84,36 +88,6 @@ def write_petition_types(path: Path) -> Path:
     packaged["types"].extend(TEST_PETITION_TYPES)
     path.write_text(json.dumps(packaged, ensure_ascii=False, indent=1))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@dataclass
-class ServiceProcess:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
-
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
 
 
 @dataclass
@@ -252,33 +226,6 @@ def gateway_env(namespace: Namespace) -> dict[str, str]:
         "PETITIONS_AUTHOR_OIDC_PROVIDER_URL": namespace.identified_devidp_url,
         "PETITIONS_AUTHOR_OIDC_CLIENT_ID": "petitions-test",
     }
-
-
-def run_cli(env: Mapping[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        cwd=REPO,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def start_service(
-    name: str, module: str, args: list[str], env: Mapping[str, str], extra_env: Mapping[str, str], log_dir: Path
-) -> ServiceProcess:
-    log_path = log_dir / f"{name}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            cwd=REPO,
-            env={**env, **extra_env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    return ServiceProcess(name, process, log_path)
 
 
 def _alive(service: ServiceProcess) -> None:

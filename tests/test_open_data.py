@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from petitions.v1 import tally_pb2
-from services.tally import open_data
+from servicekit import open_data
 from tests.harness import run_cli
 from tests.system import SystemClient
 

@@ -8,7 +8,7 @@ import unicodedata
 
 import pytest
 
-from loadtests.bench_tally import DEPARTEMENTS
+from loadtests.population import DEPARTEMENTS
 from servicekit import territories
 
 METROPOLITAN = {f"{n:02d}" for n in range(1, 96) if n != 20} | {"2A", "2B"}

@@ -12,8 +12,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+# Defined in settings (dev-secrets reads it there); re-exported for the
+# server and the tests.
+from services.devidp.settings import KEY_FILE as KEY_FILE
+
 ALGORITHM = "ES256"
-KEY_FILE = "devidp-key.pem"
 
 
 @dataclass(frozen=True)

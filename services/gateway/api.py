@@ -16,6 +16,7 @@ import grpc
 from aiohttp import web
 
 from petitions.v1 import petition_pb2, petitions_pb2, signing_pb2, tally_pb2
+from servicekit import open_data
 from servicekit.coalescing import CoalescingCache
 from services.gateway.auth import credential_of
 from services.gateway.backends import Backends
@@ -26,7 +27,6 @@ from services.gateway.live import LiveTallies, Subscription
 from services.gateway.metric_defs import TALLY_READS
 from services.gateway.request_context import CLIENT_IP
 from services.gateway.settings import GatewaySettings
-from services.tally import open_data
 
 if TYPE_CHECKING:
     from petitions.v1.petitions_pb2_grpc import PetitionsAsyncStub

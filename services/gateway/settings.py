@@ -12,15 +12,22 @@ import ipaddress
 from pydantic import field_validator
 from yarl import URL
 
-from servicekit.settings import CommonSettings
-from services.identity.settings import DEV_ISSUER
+from servicekit.settings import BaseProcessSettings
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 COOKIE_SECRET_FILE = "gateway-cookie.key"
 
+# The dev OIDC provider (services/devidp, `make up`) under its dev client id:
+# identity's DEV_ISSUER, written out as the CLI does, because the gateway
+# imports no other service (and identity's settings bring in its Redis limits).
+DEV_OIDC_PROVIDER_URL = "http://127.0.0.1:8461"
+DEV_OIDC_CLIENT_ID = "petitions-dev"
 
-class GatewaySettings(CommonSettings):
+
+# No store fields: the gateway reaches Kafka, Redis and Cassandra only
+# through the services' RPCs.
+class GatewaySettings(BaseProcessSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     metrics_port: int = 9164
@@ -77,16 +84,16 @@ class GatewaySettings(CommonSettings):
     max_live_clients: int = 20_000
 
     # The OpenID Connect provider of the code flow (dev: services/devidp).
-    oidc_provider_url: str = DEV_ISSUER.issuer
-    oidc_client_id: str = DEV_ISSUER.audience
+    oidc_provider_url: str = DEV_OIDC_PROVIDER_URL
+    oidc_client_id: str = DEV_OIDC_CLIENT_ID
     # A file name in the secrets directory; empty for a public client.
     oidc_client_secret_file: str = ""
     oidc_scopes: str = "openid"
     # The identified provider of the author sign-in (FranceConnect's second
     # button: names and birthdate are read, by identity only). Its own client
     # registration and scopes: the signer sign-in above must stay anonymous.
-    author_oidc_provider_url: str = DEV_ISSUER.issuer
-    author_oidc_client_id: str = DEV_ISSUER.audience
+    author_oidc_provider_url: str = DEV_OIDC_PROVIDER_URL
+    author_oidc_client_id: str = DEV_OIDC_CLIENT_ID
     author_oidc_client_secret_file: str = ""
     # FranceConnect's names for the claims identity needs of an author.
     author_oidc_scopes: str = "openid given_name family_name birthdate"

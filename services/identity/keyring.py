@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from servicekit.signer_credential import key_id, load_private_key, public_jwks
 
-KEYS_DIRECTORY = "identity-keys"
+# Defined in settings (dev-secrets reads it there); re-exported for the server.
+from services.identity.settings import KEYS_DIRECTORY as KEYS_DIRECTORY
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,13 @@ from servicekit import role_credentials
 from servicekit.rate_limits import RateLimit
 from servicekit.settings import ServiceSettings
 
+# Identity's secret files, by name in the secrets directory. Here, not in the
+# server, so dev-secrets and the CLI learn them without importing the server.
+# The directory of credential signing keys (services/identity/keyring.py).
+KEYS_DIRECTORY = "identity-keys"
+# The HMAC key of signer pseudonyms.
+PSEUDONYM_SECRET_FILE = "pseudonym-hmac.key"
+
 
 class IssuerConfig(BaseModel):
     """One trusted OpenID Connect provider."""

@@ -5,6 +5,11 @@ from __future__ import annotations
 from servicekit.rate_limits import RateLimit
 from servicekit.settings import ServiceSettings
 
+# The HMAC key of client addresses in the ledger, by name in the secrets
+# directory. Here, not in the server, so dev-secrets learns it without
+# importing the server.
+IP_HASH_SECRET_FILE = "ip-hash.key"
+
 DEFAULT_LIMITS = {
     # Sign calls from one client address: high, since a carrier NAT or a
     # campus puts thousands of people behind one address.
