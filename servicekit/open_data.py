@@ -1,6 +1,7 @@
 """Public open data: a petition's counts by territory and by country, as JSON
-and as CSV, in one stable shape for every publisher (the CLI today, the
-gateway's download endpoint tomorrow).
+and as CSV, in one stable shape for every publisher: the CLI's export and
+the gateway's download endpoint. In servicekit because both render it and
+neither may import the other's code (nor the tally's).
 
 Counts are what the live tally served at `as_of`; rows are sorted so two
 exports of the same counts are byte-identical. Each territory carries its

@@ -114,6 +114,12 @@ def test_a_fixture_whose_gateway_imports_redis_breaks_its_contracts() -> None:
             "services.petitions.lifecycle -> grpc",
         ),
         (
+            "services/tally/threshold_rules.py",
+            "import redis",
+            "pure-domain",
+            "services.tally.threshold_rules -> redis",
+        ),
+        (
             "services/dev_secrets.py",
             "from services.signing import server",
             "operator-tools",

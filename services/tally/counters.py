@@ -11,12 +11,15 @@ script also runs on Redis Cluster.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from servicekit.territories import is_valid as is_territory
+# The totals and their rule are pure (threshold_rules.py); re-exported here
+# for the counters' callers.
+from services.tally.threshold_rules import Totals as Totals
+from services.tally.threshold_rules import totals_of as totals_of
 
 ACCEPT = "a"
 INVALIDATE = "i"
@@ -131,30 +134,6 @@ class CountedEvent:
     signer: str
     territory: str
     country: str
-
-
-@dataclass(frozen=True)
-class Totals:
-    total: int
-    by_territory: dict[str, int]
-    by_country: dict[str, int]
-
-    @property
-    def territories(self) -> int:
-        """Territories with at least one valid signature that are real
-        territories (servicekit.territories): a counter may hold codes that
-        are none, e.g. "20" let through before identity checked the reference
-        list, and those must not help a petition to a rule with legal effect."""
-        return sum(1 for code, count in self.by_territory.items() if count > 0 and is_territory(code))
-
-
-def totals_of(fields: Mapping[str, int]) -> Totals:
-    """Totals from counter fields: total, t:<territory>, c:<country>."""
-    return Totals(
-        total=fields.get("total", 0),
-        by_territory={k[2:]: v for k, v in fields.items() if k.startswith("t:") and v},
-        by_country={k[2:]: v for k, v in fields.items() if k.startswith("c:") and v},
-    )
 
 
 class ShardedCounters:

@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -27,28 +26,19 @@ from redis.exceptions import RedisError
 from petitions.v1 import events_pb2
 from servicekit.petition_view import ViewPetition
 from servicekit.stores import CassandraSession, ReplaceableProducer
-from services.tally.counters import ShardedCounters, Totals
+from services.tally.counters import ShardedCounters
 from services.tally.metric_defs import THRESHOLDS_CROSSED
+
+# The rule itself is pure (threshold_rules.py: no store, no broker);
+# re-exported here for the watcher's callers.
+from services.tally.threshold_rules import Crossing as Crossing
+from services.tally.threshold_rules import Threshold as Threshold
+from services.tally.threshold_rules import Totals as Totals
+from services.tally.threshold_rules import crossed as crossed
 
 log = structlog.get_logger()
 
 MAX_UNSEEN = 1_000
-
-
-class Threshold(Protocol):
-    """What a threshold rule needs (the petition view's ViewThreshold)."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def signatures(self) -> int: ...
-
-    @property
-    def min_territories(self) -> int: ...
-
-
-T = TypeVar("T", bound=Threshold)
 
 
 class Petitions(Protocol):
@@ -56,26 +46,6 @@ class Petitions(Protocol):
     from the petition-state topic (a synchronous read, no I/O)."""
 
     def get(self, petition_id: str) -> ViewPetition | None: ...
-
-
-@dataclass(frozen=True)
-class Crossing:
-    petition_id: str
-    threshold_id: str
-    count: int
-    territories: int
-    reached_at: float
-
-
-def crossed(thresholds: Iterable[T], totals: Totals, already: set[str]) -> list[T]:
-    """The thresholds these totals satisfy that were not reached before. A
-    territorial rule (e.g. 500,000 from at least 30 départements) needs both
-    conditions at once."""
-    return [
-        t
-        for t in thresholds
-        if t.id not in already and totals.total >= t.signatures and totals.territories >= t.min_territories
-    ]
 
 
 class ThresholdStore:
