@@ -37,15 +37,13 @@ from services.identity.exchange import (
     IssuedStaffCredential,
 )
 from services.identity.http_fetcher import HttpDocumentFetcher
-from services.identity.keyring import KEYS_DIRECTORY, ReloadingKeyRing
+from services.identity.keyring import ReloadingKeyRing
 from services.identity.mailer import CodeMailer
 from services.identity.names import NameForm
 from services.identity.oidc import IdTokenVerifier
 from services.identity.one_time_codes import OneTimeCodes
-from services.identity.settings import IdentitySettings
+from services.identity.settings import KEYS_DIRECTORY, PSEUDONYM_SECRET_FILE, IdentitySettings
 from services.identity.spent_id_tokens import SpentIdTokens
-
-PSEUDONYM_SECRET_FILE = "pseudonym-hmac.key"
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

@@ -29,11 +29,9 @@ from services.signing.intake import Outcome, Receipt, SignatureIntake, Signature
 from services.signing.ledger import SignerLedger
 from services.signing.moderation import Selection, SignatureModeration
 from services.signing.publisher import SignaturePublisher
-from services.signing.settings import SigningSettings
+from services.signing.settings import IP_HASH_SECRET_FILE, SigningSettings
 from services.signing.signature_lookup import SignatureLookup
 from services.signing.staff_auth import StaffAuthorisation
-
-IP_HASH_SECRET_FILE = "ip-hash.key"
 
 Context = grpc.aio.ServicerContext[Any, Any]
 log = structlog.get_logger()
