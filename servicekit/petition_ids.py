@@ -16,4 +16,3 @@ _PETITION_ID_BODY = "[a-z0-9][a-z0-9-]{2,63}"
 PETITION_ID = re.compile(rf"\A{_PETITION_ID_BODY}\Z")
 PETITION_ID_SCHEMA_PATTERN = f"^{_PETITION_ID_BODY}$"
 PETITION_ID_RULE = "must be 3 to 64 characters of a-z, 0-9 and '-'"
-
