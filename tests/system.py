@@ -406,6 +406,26 @@ class SystemClient:
             await consumer.stop()
         return found
 
+    def share_petition(self, petition_id: str, bootstrap: str, topic_prefix: str) -> None:
+        """Copies a petition's latest state to another Kafka's (or another
+        prefix's) petition-state topic: signing and tally learn petitions
+        only from their own petition-state topic, and the session's petitions
+        service publishes on the session's."""
+        states = self.records_with_key(petition_id.encode(), topic=f"{self.namespace.topic_prefix}petition-state")
+        assert states, f"petition {petition_id} is not on the session's petition-state topic"
+        asyncio.run(
+            self._publish_to(bootstrap, f"{topic_prefix}petition-state", petition_id.encode(), states[-1].value)
+        )
+
+    @staticmethod
+    async def _publish_to(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, value, key=key)
+        finally:
+            await producer.stop()
+
     def publish_raw(self, key: bytes, event: events_pb2.SignatureEvent) -> None:
         """Puts an event straight on the log, as a retrying or replaying
         producer would, bypassing signing's checks."""

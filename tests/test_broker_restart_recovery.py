@@ -24,7 +24,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from deploy.local.components import Kafka, KafkaNode
 from deploy.local.layout import Layout
@@ -135,22 +135,9 @@ async def _records_at(bootstrap: str, topic: str) -> dict[tuple[int, int], bytes
     return found
 
 
-async def _publish_to(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, value, key=key)
-    finally:
-        await producer.stop()
-
-
 def share_petition(system: SystemClient, petition_id: str, broker: Broker, prefix: str) -> None:
-    """Signing learns petitions only from its broker's petition-state topic,
-    and the session's petitions service publishes on the session's broker:
-    the petition's latest state is copied to the private one."""
-    states = system.records_with_key(petition_id.encode(), topic=f"{system.namespace.topic_prefix}petition-state")
-    assert states, f"petition {petition_id} is not on the session's petition-state topic"
-    asyncio.run(_publish_to(broker.bootstrap, f"{prefix}petition-state", petition_id.encode(), states[-1].value))
+    """The petition's latest state, copied to the private broker."""
+    system.share_petition(petition_id, broker.bootstrap, prefix)
 
 
 @contextlib.contextmanager

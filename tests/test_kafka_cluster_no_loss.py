@@ -74,6 +74,8 @@ def test_killing_a_broker_loses_no_acknowledged_signature(
     try:
         wait_serving(signing, address)
         petition = system.create_petition("Signed while a broker dies")
+        # This signing learns petitions from the cluster's petition-state topic.
+        system.share_petition(petition.id, cluster.bootstrap, prefix)
         credentials = [system.credential(f"c3-{uuid.uuid4().hex[:8]}").token for _ in range(300)]
         receipts: list[signing_pb2.SignResponse] = []
         failures: list[grpc.StatusCode] = []
