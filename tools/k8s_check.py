@@ -44,7 +44,9 @@ from tools import crd_schemas  # noqa: E402
 
 K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
-CRD_DIR = REPO.parent / "shared" / "crds"
+# The operators' CRDs are data beside the repository (never copied into it);
+# PETITIONS_CRDS_DIR names them where the checkout is laid out otherwise.
+CRD_DIR = Path(os.environ.get("PETITIONS_CRDS_DIR", REPO.parent / "shared" / "crds"))
 TOOLS = REPO / ".run" / "tools"
 TOOLS_BIN = TOOLS / "bin"
 SCHEMAS = TOOLS / "schemas"
@@ -176,6 +178,12 @@ def check_observability_sources(objects: list[Obj]) -> list[str]:
 def crd_schema_dir() -> Path:
     """The CRDs' schemas, converted once per process (the CRDs may change
     between runs: they are never taken from an earlier run)."""
+    if not CRD_DIR.is_dir():
+        raise ToolMissing(
+            f"the operators' CRDs are not at {CRD_DIR} (set PETITIONS_CRDS_DIR): the custom resources"
+            " (Kafka, KafkaNodePool, KafkaTopic, KafkaUser, CassandraDatacenter, RedisReplication,"
+            " RedisSentinel, ServiceMonitor, PrometheusRule) are not validated against their schemas"
+        )
     out = SCHEMAS / "crds"
     crd_schemas.convert_all(CRD_DIR, out)
     return out
@@ -919,7 +927,7 @@ _APP = ("identity", "petitions", "signing", "tally-consumer", "tally-reader", "g
 _STORES_OF = {
     "identity": ("redis",),
     "petitions": ("kafka", "cassandra"),
-    "signing": ("kafka", "cassandra", "redis"),
+    "signing": ("kafka", "redis"),
     "tally-consumer": ("kafka", "cassandra", "redis"),
     "tally-reader": ("kafka", "cassandra", "redis"),
     "migrate": ("kafka", "cassandra"),
@@ -946,6 +954,10 @@ BASE_FLOWS: frozenset[Flow] = frozenset(
         ("gateway", "petitions", 50064),
         ("gateway", "internet", 443),
         ("signing", "identity", 50061),
+        # InvalidateSignatures asks the tally for the stored signatures.
+        ("signing", "tally-reader", 50063),
+        # SelectSignatures checks the staff credential with identity's keys.
+        ("tally-reader", "identity", 50061),
         ("petitions", "identity", 50061),
         ("identity", "internet", 443),
         ("identity", "internet", 587),

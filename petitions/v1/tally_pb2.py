@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18petitions/v1/tally.proto\x12\x0cpetitions.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"&\n\x0fGetTallyRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\"(\n\x11WatchTallyRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\"\x9a\x03\n\rPetitionTally\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x42\n\x0c\x62y_territory\x18\x03 \x03(\x0b\x32,.petitions.v1.PetitionTally.ByTerritoryEntry\x12>\n\nby_country\x18\x04 \x03(\x0b\x32*.petitions.v1.PetitionTally.ByCountryEntry\x12:\n\x12thresholds_reached\x18\x05 \x03(\x0b\x32\x1e.petitions.v1.ReachedThreshold\x12)\n\x05\x61s_of\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0clag_messages\x18\x07 \x01(\x03\x1a\x32\n\x10\x42yTerritoryEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x30\n\x0e\x42yCountryEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"g\n\x10ReachedThreshold\x12\x14\n\x0cthreshold_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12.\n\nreached_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x9d\x01\n\x05Tally\x12\x46\n\x08GetTally\x12\x1d.petitions.v1.GetTallyRequest\x1a\x1b.petitions.v1.PetitionTally\x12L\n\nWatchTally\x12\x1f.petitions.v1.WatchTallyRequest\x1a\x1b.petitions.v1.PetitionTally0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18petitions/v1/tally.proto\x12\x0cpetitions.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x01\n\x17SelectSignaturesRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x0f\n\x07signers\x18\x02 \x03(\t\x12\x0f\n\x07ip_hash\x18\x03 \x01(\t\x12\x30\n\x0csigned_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rsigned_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x18SelectSignaturesResponse\x12\x31\n\nsignatures\x18\x01 \x03(\x0b\x32\x1d.petitions.v1.StoredSignature\"a\n\x0fStoredSignature\x12\x0e\n\x06signer\x18\x01 \x01(\t\x12\x0f\n\x07ip_hash\x18\x02 \x01(\t\x12-\n\tsigned_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"&\n\x0fGetTallyRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\"(\n\x11WatchTallyRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\"\x9a\x03\n\rPetitionTally\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x42\n\x0c\x62y_territory\x18\x03 \x03(\x0b\x32,.petitions.v1.PetitionTally.ByTerritoryEntry\x12>\n\nby_country\x18\x04 \x03(\x0b\x32*.petitions.v1.PetitionTally.ByCountryEntry\x12:\n\x12thresholds_reached\x18\x05 \x03(\x0b\x32\x1e.petitions.v1.ReachedThreshold\x12)\n\x05\x61s_of\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0clag_messages\x18\x07 \x01(\x03\x1a\x32\n\x10\x42yTerritoryEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x30\n\x0e\x42yCountryEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"g\n\x10ReachedThreshold\x12\x14\n\x0cthreshold_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12.\n\nreached_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x80\x02\n\x05Tally\x12\x46\n\x08GetTally\x12\x1d.petitions.v1.GetTallyRequest\x1a\x1b.petitions.v1.PetitionTally\x12L\n\nWatchTally\x12\x1f.petitions.v1.WatchTallyRequest\x1a\x1b.petitions.v1.PetitionTally0\x01\x12\x61\n\x10SelectSignatures\x12%.petitions.v1.SelectSignaturesRequest\x1a&.petitions.v1.SelectSignaturesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,18 +36,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PETITIONTALLY_BYTERRITORYENTRY']._serialized_options = b'8\001'
   _globals['_PETITIONTALLY_BYCOUNTRYENTRY']._loaded_options = None
   _globals['_PETITIONTALLY_BYCOUNTRYENTRY']._serialized_options = b'8\001'
-  _globals['_GETTALLYREQUEST']._serialized_start=75
-  _globals['_GETTALLYREQUEST']._serialized_end=113
-  _globals['_WATCHTALLYREQUEST']._serialized_start=115
-  _globals['_WATCHTALLYREQUEST']._serialized_end=155
-  _globals['_PETITIONTALLY']._serialized_start=158
-  _globals['_PETITIONTALLY']._serialized_end=568
-  _globals['_PETITIONTALLY_BYTERRITORYENTRY']._serialized_start=468
-  _globals['_PETITIONTALLY_BYTERRITORYENTRY']._serialized_end=518
-  _globals['_PETITIONTALLY_BYCOUNTRYENTRY']._serialized_start=520
-  _globals['_PETITIONTALLY_BYCOUNTRYENTRY']._serialized_end=568
-  _globals['_REACHEDTHRESHOLD']._serialized_start=570
-  _globals['_REACHEDTHRESHOLD']._serialized_end=673
-  _globals['_TALLY']._serialized_start=676
-  _globals['_TALLY']._serialized_end=833
+  _globals['_SELECTSIGNATURESREQUEST']._serialized_start=76
+  _globals['_SELECTSIGNATURESREQUEST']._serialized_end=257
+  _globals['_SELECTSIGNATURESRESPONSE']._serialized_start=259
+  _globals['_SELECTSIGNATURESRESPONSE']._serialized_end=336
+  _globals['_STOREDSIGNATURE']._serialized_start=338
+  _globals['_STOREDSIGNATURE']._serialized_end=435
+  _globals['_GETTALLYREQUEST']._serialized_start=437
+  _globals['_GETTALLYREQUEST']._serialized_end=475
+  _globals['_WATCHTALLYREQUEST']._serialized_start=477
+  _globals['_WATCHTALLYREQUEST']._serialized_end=517
+  _globals['_PETITIONTALLY']._serialized_start=520
+  _globals['_PETITIONTALLY']._serialized_end=930
+  _globals['_PETITIONTALLY_BYTERRITORYENTRY']._serialized_start=830
+  _globals['_PETITIONTALLY_BYTERRITORYENTRY']._serialized_end=880
+  _globals['_PETITIONTALLY_BYCOUNTRYENTRY']._serialized_start=882
+  _globals['_PETITIONTALLY_BYCOUNTRYENTRY']._serialized_end=930
+  _globals['_REACHEDTHRESHOLD']._serialized_start=932
+  _globals['_REACHEDTHRESHOLD']._serialized_end=1035
+  _globals['_TALLY']._serialized_start=1038
+  _globals['_TALLY']._serialized_end=1294
 # @@protoc_insertion_point(module_scope)

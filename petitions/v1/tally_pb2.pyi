@@ -20,6 +20,93 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class SelectSignaturesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PETITION_ID_FIELD_NUMBER: _builtins.int
+    SIGNERS_FIELD_NUMBER: _builtins.int
+    IP_HASH_FIELD_NUMBER: _builtins.int
+    SIGNED_AFTER_FIELD_NUMBER: _builtins.int
+    SIGNED_BEFORE_FIELD_NUMBER: _builtins.int
+    petition_id: _builtins.str
+    ip_hash: _builtins.str
+    """An IP hash (32 hex digits), as stored with each signature."""
+    @_builtins.property
+    def signers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Signer pseudonyms (64 hex digits), at most 10,000."""
+
+    @_builtins.property
+    def signed_after(self) -> _timestamp_pb2.Timestamp:
+        """A time window: both ends or neither."""
+
+    @_builtins.property
+    def signed_before(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        petition_id: _builtins.str = ...,
+        signers: _abc.Iterable[_builtins.str] | None = ...,
+        ip_hash: _builtins.str = ...,
+        signed_after: _timestamp_pb2.Timestamp | None = ...,
+        signed_before: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["signed_after", b"signed_after", "signed_before", b"signed_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip_hash", b"ip_hash", "petition_id", b"petition_id", "signed_after", b"signed_after", "signed_before", b"signed_before", "signers", b"signers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectSignaturesRequest: _TypeAlias = SelectSignaturesRequest  # noqa: Y015
+
+@_typing.final
+class SelectSignaturesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNATURES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def signatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredSignature]:
+        """Sorted by signer."""
+
+    def __init__(
+        self,
+        *,
+        signatures: _abc.Iterable[Global___StoredSignature] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signatures", b"signatures"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectSignaturesResponse: _TypeAlias = SelectSignaturesResponse  # noqa: Y015
+
+@_typing.final
+class StoredSignature(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNER_FIELD_NUMBER: _builtins.int
+    IP_HASH_FIELD_NUMBER: _builtins.int
+    SIGNED_AT_FIELD_NUMBER: _builtins.int
+    signer: _builtins.str
+    ip_hash: _builtins.str
+    @_builtins.property
+    def signed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        signer: _builtins.str = ...,
+        ip_hash: _builtins.str = ...,
+        signed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["signed_at", b"signed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip_hash", b"ip_hash", "signed_at", b"signed_at", "signer", b"signer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredSignature: _TypeAlias = StoredSignature  # noqa: Y015
+
+@_typing.final
 class GetTallyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

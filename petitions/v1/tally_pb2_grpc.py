@@ -45,6 +45,11 @@ class TallyStub:
                 request_serializer=petitions_dot_v1_dot_tally__pb2.WatchTallyRequest.SerializeToString,
                 response_deserializer=petitions_dot_v1_dot_tally__pb2.PetitionTally.FromString,
                 _registered_method=True)
+        self.SelectSignatures = channel.unary_unary(
+                '/petitions.v1.Tally/SelectSignatures',
+                request_serializer=petitions_dot_v1_dot_tally__pb2.SelectSignaturesRequest.SerializeToString,
+                response_deserializer=petitions_dot_v1_dot_tally__pb2.SelectSignaturesResponse.FromString,
+                _registered_method=True)
 
 
 class TallyServicer:
@@ -67,6 +72,25 @@ class TallyServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SelectSignatures(self, request, context):
+        """The petition's stored signatures, not yet invalidated, that match the
+        selection: a signature matches when its signer is one of `signers`, or
+        its ip_hash is `ip_hash`, or it was signed in [signed_after,
+        signed_before). Signing asks it for InvalidateSignatures (the tally
+        owns the signatures table). It names signers by pseudonym, so it is a
+        staff call: the "authorization: Bearer <staff credential>" metadata of
+        an administrator, checked against identity's keys.
+        Errors: UNAUTHENTICATED CREDENTIAL_REQUIRED (no credential),
+        UNAUTHENTICATED CREDENTIAL_REJECTED (forged, expired, malformed),
+        PERMISSION_DENIED WRONG_ROLE (another kind of credential, or staff
+        without the administrator role), INVALID_ARGUMENT (a malformed field, a
+        window with one end or ending before it starts, no selector at all),
+        UNAVAILABLE IDENTITY_UNAVAILABLE (identity's keys cannot be fetched).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TallyServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +103,11 @@ def add_TallyServicer_to_server(servicer, server):
                     servicer.WatchTally,
                     request_deserializer=petitions_dot_v1_dot_tally__pb2.WatchTallyRequest.FromString,
                     response_serializer=petitions_dot_v1_dot_tally__pb2.PetitionTally.SerializeToString,
+            ),
+            'SelectSignatures': grpc.unary_unary_rpc_method_handler(
+                    servicer.SelectSignatures,
+                    request_deserializer=petitions_dot_v1_dot_tally__pb2.SelectSignaturesRequest.FromString,
+                    response_serializer=petitions_dot_v1_dot_tally__pb2.SelectSignaturesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -136,6 +165,33 @@ class Tally:
             '/petitions.v1.Tally/WatchTally',
             petitions_dot_v1_dot_tally__pb2.WatchTallyRequest.SerializeToString,
             petitions_dot_v1_dot_tally__pb2.PetitionTally.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SelectSignatures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/petitions.v1.Tally/SelectSignatures',
+            petitions_dot_v1_dot_tally__pb2.SelectSignaturesRequest.SerializeToString,
+            petitions_dot_v1_dot_tally__pb2.SelectSignaturesResponse.FromString,
             options,
             channel_credentials,
             insecure,

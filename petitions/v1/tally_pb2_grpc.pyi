@@ -41,6 +41,21 @@ class TallyStub:
     """Streams the petition's tally: the current value at once, then each
     change, at most once per configured interval.
     """
+    SelectSignatures: _grpc.UnaryUnaryMultiCallable[_tally_pb2.SelectSignaturesRequest, _tally_pb2.SelectSignaturesResponse]
+    """The petition's stored signatures, not yet invalidated, that match the
+    selection: a signature matches when its signer is one of `signers`, or
+    its ip_hash is `ip_hash`, or it was signed in [signed_after,
+    signed_before). Signing asks it for InvalidateSignatures (the tally
+    owns the signatures table). It names signers by pseudonym, so it is a
+    staff call: the "authorization: Bearer <staff credential>" metadata of
+    an administrator, checked against identity's keys.
+    Errors: UNAUTHENTICATED CREDENTIAL_REQUIRED (no credential),
+    UNAUTHENTICATED CREDENTIAL_REJECTED (forged, expired, malformed),
+    PERMISSION_DENIED WRONG_ROLE (another kind of credential, or staff
+    without the administrator role), INVALID_ARGUMENT (a malformed field, a
+    window with one end or ending before it starts, no selector at all),
+    UNAVAILABLE IDENTITY_UNAVAILABLE (identity's keys cannot be fetched).
+    """
 
 @_typing.type_check_only
 class TallyAsyncStub(TallyStub):
@@ -54,6 +69,21 @@ class TallyAsyncStub(TallyStub):
     WatchTally: _aio.UnaryStreamMultiCallable[_tally_pb2.WatchTallyRequest, _tally_pb2.PetitionTally]  # type: ignore[assignment]
     """Streams the petition's tally: the current value at once, then each
     change, at most once per configured interval.
+    """
+    SelectSignatures: _aio.UnaryUnaryMultiCallable[_tally_pb2.SelectSignaturesRequest, _tally_pb2.SelectSignaturesResponse]  # type: ignore[assignment]
+    """The petition's stored signatures, not yet invalidated, that match the
+    selection: a signature matches when its signer is one of `signers`, or
+    its ip_hash is `ip_hash`, or it was signed in [signed_after,
+    signed_before). Signing asks it for InvalidateSignatures (the tally
+    owns the signatures table). It names signers by pseudonym, so it is a
+    staff call: the "authorization: Bearer <staff credential>" metadata of
+    an administrator, checked against identity's keys.
+    Errors: UNAUTHENTICATED CREDENTIAL_REQUIRED (no credential),
+    UNAUTHENTICATED CREDENTIAL_REJECTED (forged, expired, malformed),
+    PERMISSION_DENIED WRONG_ROLE (another kind of credential, or staff
+    without the administrator role), INVALID_ARGUMENT (a malformed field, a
+    window with one end or ending before it starts, no selector at all),
+    UNAVAILABLE IDENTITY_UNAVAILABLE (identity's keys cannot be fetched).
     """
 
 class TallyServicer(metaclass=_abc_1.ABCMeta):
@@ -77,6 +107,27 @@ class TallyServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_tally_pb2.PetitionTally], _abc.AsyncIterator[_tally_pb2.PetitionTally]]:
         """Streams the petition's tally: the current value at once, then each
         change, at most once per configured interval.
+        """
+
+    @_abc_1.abstractmethod
+    def SelectSignatures(
+        self,
+        request: _tally_pb2.SelectSignaturesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tally_pb2.SelectSignaturesResponse, _abc.Awaitable[_tally_pb2.SelectSignaturesResponse]]:
+        """The petition's stored signatures, not yet invalidated, that match the
+        selection: a signature matches when its signer is one of `signers`, or
+        its ip_hash is `ip_hash`, or it was signed in [signed_after,
+        signed_before). Signing asks it for InvalidateSignatures (the tally
+        owns the signatures table). It names signers by pseudonym, so it is a
+        staff call: the "authorization: Bearer <staff credential>" metadata of
+        an administrator, checked against identity's keys.
+        Errors: UNAUTHENTICATED CREDENTIAL_REQUIRED (no credential),
+        UNAUTHENTICATED CREDENTIAL_REJECTED (forged, expired, malformed),
+        PERMISSION_DENIED WRONG_ROLE (another kind of credential, or staff
+        without the administrator role), INVALID_ARGUMENT (a malformed field, a
+        window with one end or ending before it starts, no selector at all),
+        UNAVAILABLE IDENTITY_UNAVAILABLE (identity's keys cannot be fetched).
         """
 
 def add_TallyServicer_to_server(servicer: TallyServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,13 +1,18 @@
 """Invalidating signatures (moderation): select them, then publish one
 SignatureInvalidated per signer, keyed like the signer's signature so that it
-lands in the same partition, after it; the tally applies each exactly once."""
+lands in the same partition, after it; the tally applies each exactly once.
+
+Signers named in the request are invalidated as given (stored or not: an
+invalidation that arrives first is kept and wins). A selection by IP hash or
+time window is asked of the tally, which owns the stored signatures
+(SelectSignatures, services/tally/signature_selection.py for the rule)."""
 
 from __future__ import annotations
 
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -22,14 +27,6 @@ SIGNER = re.compile(r"\A[0-9a-f]{64}\Z")
 IP_HASH = re.compile(r"\A[0-9a-f]{32}\Z")
 MAX_REASON = 500
 MAX_SIGNERS = 10_000
-
-
-@dataclass(frozen=True)
-class StoredSignature:
-    signer: str
-    ip_hash: str
-    signed_at: float
-    invalidated: bool
 
 
 @dataclass(frozen=True)
@@ -62,31 +59,27 @@ class Selection:
         if not self.signers and not self.ip_hash and self.signed_after is None:
             raise invalid("signers", "give signers, an ip_hash or a time window")
 
-    def matches(self, stored: StoredSignature) -> bool:
-        if stored.invalidated:
-            return False
-        if self.ip_hash and stored.ip_hash == self.ip_hash:
-            return True
-        return (
-            self.signed_after is not None
-            and self.signed_before is not None
-            and self.signed_after <= stored.signed_at < self.signed_before
-        )
 
-
-StoredSignatures = Callable[[str], Awaitable[list[StoredSignature]]]
+# The signers of the stored signatures not yet invalidated that the
+# selection's IP hash or time window names, asked with the administrator's
+# credential.
+StoredSigners = Callable[[Selection, str], Awaitable[list[str]]]
 
 
 class SignatureModeration:
-    def __init__(self, stored: StoredSignatures, publisher: SignaturePublisher):
+    def __init__(self, stored: StoredSigners, publisher: SignaturePublisher):
         self._stored = stored
         self._publisher = publisher
 
-    async def invalidate(self, selection: Selection) -> int:
+    async def invalidate(self, selection: Selection, credential: str) -> int:
+        """credential: the administrator's staff credential, forwarded to
+        the tally when the stored signatures are asked for."""
         selection.validate()
         chosen = set(selection.signers)
         if selection.ip_hash or selection.signed_after is not None:
-            chosen.update(s.signer for s in await self._stored(selection.petition_id) if selection.matches(s))
+            # The named signers are chosen already: the tally is asked only
+            # for what the IP hash or window selects.
+            chosen.update(await self._stored(replace(selection, signers=()), credential))
         now = Timestamp()
         now.FromNanoseconds(time.time_ns())
         for signer in sorted(chosen):

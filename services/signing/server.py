@@ -1,4 +1,5 @@
-"""Signing's gRPC wiring (the only module here that knows about gRPC), and
+"""Signing's gRPC wiring (with tally_client.py, its client of the tally, the
+only modules here that know about gRPC), and
 its one factory, `create_server(settings)`: the stores entered on one
 AsyncExitStack, each ready when entered, the gRPC server last, so shutdown
 unwinds them in reverse order by construction."""
@@ -24,14 +25,14 @@ from servicekit.lifecycle import FactoryApp, RunningServer, background_tasks, ru
 from servicekit.petition_view import PetitionView
 from servicekit.rate_limits import FraudLimits
 from servicekit.request_guard import RequestGuard
-from servicekit.stores import ReplaceableProducer, cassandra_session, kafka_producer, redis_connection
+from servicekit.staff_auth import StaffAuthorisation, bearer
+from servicekit.stores import ReplaceableProducer, kafka_producer, redis_connection
 from services.signing.intake import Outcome, Receipt, SignatureIntake, SignatureRequest
 from services.signing.ledger import SignerLedger
 from services.signing.moderation import Selection, SignatureModeration
 from services.signing.publisher import SignaturePublisher
 from services.signing.settings import IP_HASH_SECRET_FILE, SigningSettings
-from services.signing.signature_lookup import SignatureLookup
-from services.signing.staff_auth import StaffAuthorisation
+from services.signing.tally_client import TallySignatures, tally_signatures
 
 Context = grpc.aio.ServicerContext[Any, Any]
 log = structlog.get_logger()
@@ -57,7 +58,8 @@ class SigningServicer(signing_pb2_grpc.SigningServicer):
     async def InvalidateSignatures(
         self, request: signing_pb2.InvalidateSignaturesRequest, context: Context
     ) -> signing_pb2.InvalidateSignaturesResponse:
-        administrator = await self._staff.administrator(context.invocation_metadata())
+        metadata = context.invocation_metadata()
+        administrator = await self._staff.administrator(metadata)
         published = await self._moderation.invalidate(
             Selection(
                 petition_id=request.petition_id,
@@ -66,7 +68,10 @@ class SigningServicer(signing_pb2_grpc.SigningServicer):
                 ip_hash=request.ip_hash,
                 signed_after=seconds_of(request.signed_after, request.HasField("signed_after")),
                 signed_before=seconds_of(request.signed_before, request.HasField("signed_before")),
-            )
+            ),
+            # Forwarded to the tally, which checks it again: its answer
+            # names signers.
+            bearer(metadata),
         )
         # Who decided, by pseudonym (never a name), for the operators' record.
         log.info(
@@ -111,7 +116,7 @@ def signing_servicer(
     redis: aioredis.Redis,
     producer: ReplaceableProducer,
     keys: CredentialKeyCache[IdentityKeysUnavailable],
-    lookup: SignatureLookup,
+    stored: TallySignatures,
     ip_hash_secret: bytes,
 ) -> SigningServicer:
     """The RPCs' domain objects, over stores that are already connected."""
@@ -143,7 +148,7 @@ def signing_servicer(
             )
         ),
     )
-    return SigningServicer(intake, SignatureModeration(lookup, publisher), StaffAuthorisation(keys))
+    return SigningServicer(intake, SignatureModeration(stored, publisher), StaffAuthorisation(keys))
 
 
 @asynccontextmanager
@@ -162,13 +167,13 @@ async def create_server(settings: SigningSettings) -> AsyncIterator[RunningServe
     open), then the view stops following, then the stores close."""
     ip_hash_secret = settings.read_secret(IP_HASH_SECRET_FILE)
     async with AsyncExitStack() as stack:
-        # Only for InvalidateSignatures' selection by IP or time window.
-        db = await stack.enter_async_context(cassandra_session(settings))
-        lookup = SignatureLookup.prepared(db, settings.signature_partitions)
         producer = await stack.enter_async_context(kafka_producer(settings, linger_ms=settings.producer_linger_ms))
         redis = await stack.enter_async_context(redis_connection(settings))
         # When identity is not up yet, its keys are fetched on the first Sign.
         keys = await stack.enter_async_context(identity_keys(settings.identity_address))
+        # Only for InvalidateSignatures' selection by IP or time window: the
+        # tally owns the stored signatures.
+        stored = await stack.enter_async_context(tally_signatures(settings.tally_address))
         # Returns once the view holds every petition the topic held.
         view = await stack.enter_async_context(PetitionView.open(settings))
         background = await stack.enter_async_context(background_tasks())
@@ -177,7 +182,7 @@ async def create_server(settings: SigningSettings) -> AsyncIterator[RunningServe
         background.start(view.followed(), "petition-view")
         server = ServiceServer([signing_pb2.DESCRIPTOR.services_by_name["Signing"].full_name], settings)
         signing_pb2_grpc.add_SigningServicer_to_server(
-            signing_servicer(settings, view, redis, producer, keys, lookup, ip_hash_secret), server.server
+            signing_servicer(settings, view, redis, producer, keys, stored, ip_hash_secret), server.server
         )
         # Entered last, so it stops first.
         await stack.enter_async_context(serving(server, settings.grace_seconds))

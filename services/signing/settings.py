@@ -23,6 +23,9 @@ class SigningSettings(ServiceSettings):
     grpc_address: str = "127.0.0.1:50062"
     metrics_port: int = 9162
     identity_address: str = "127.0.0.1:50061"
+    # The tally's readers, asked for the stored signatures an invalidation
+    # by IP hash or time window selects (signing has no Cassandra access).
+    tally_address: str = "127.0.0.1:50063"
     # Longest wait for Kafka's acknowledgement before answering UNAVAILABLE;
     # the client may retry with the same idempotency key.
     publish_timeout_seconds: float = 10.0

@@ -13,8 +13,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import tally_pb2, tally_pb2_grpc
 from servicekit.grpc_server import ServiceServer
+from servicekit.identity_keys import identity_keys
 from servicekit.lifecycle import GrpcApp, run_service
 from servicekit.petition_view import PetitionView
+from servicekit.staff_auth import StaffAuthorisation
 from servicekit.stores import CassandraSession, ReplaceableProducer, redis_client
 from services.tally.archive import SignatureArchive
 from services.tally.consumer import DrainOnRevoke, SignatureConsumer
@@ -24,6 +26,8 @@ from services.tally.reader import TallyReader, TallySnapshot
 from services.tally.recount import Recount
 from services.tally.recovery import ShardRecovery
 from services.tally.settings import TallySettings
+from services.tally.signature_lookup import SignatureLookup
+from services.tally.signature_selection import SignatureQuery, select
 from services.tally.steps.chain import ChainParts, tally_chain
 from services.tally.steps.commit import Progress
 from services.tally.steps.dead_letter import DeadLetterLimits
@@ -41,9 +45,11 @@ UNSEEN_PETITIONS_CHECK_SECONDS = 0.5
 
 
 class TallyServicer(tally_pb2_grpc.TallyServicer):
-    def __init__(self, reader: TallyReader, feeds: TallyFeeds):
+    def __init__(self, reader: TallyReader, feeds: TallyFeeds, staff: StaffAuthorisation, lookup: SignatureLookup):
         self._reader = reader
         self._feeds = feeds
+        self._staff = staff
+        self._lookup = lookup
 
     async def GetTally(self, request: tally_pb2.GetTallyRequest, context: Context) -> tally_pb2.PetitionTally:
         return tally_message(await self._reader.read(request.petition_id))
@@ -53,6 +59,30 @@ class TallyServicer(tally_pb2_grpc.TallyServicer):
     ) -> AsyncIterator[tally_pb2.PetitionTally]:
         async for snapshot in self._feeds.watch(request.petition_id):
             yield tally_message(snapshot)
+
+    async def SelectSignatures(
+        self, request: tally_pb2.SelectSignaturesRequest, context: Context
+    ) -> tally_pb2.SelectSignaturesResponse:
+        # Checked before the request is read: it names signers.
+        await self._staff.administrator(context.invocation_metadata())
+        query = SignatureQuery(
+            petition_id=request.petition_id,
+            signers=tuple(request.signers),
+            ip_hash=request.ip_hash,
+            signed_after=seconds_of(request.signed_after, request.HasField("signed_after")),
+            signed_before=seconds_of(request.signed_before, request.HasField("signed_before")),
+        )
+        query.validate()
+        return tally_pb2.SelectSignaturesResponse(
+            signatures=[
+                tally_pb2.StoredSignature(signer=s.signer, ip_hash=s.ip_hash, signed_at=timestamp(s.signed_at))
+                for s in select(query, await self._lookup(query.petition_id))
+            ]
+        )
+
+
+def seconds_of(value: Timestamp, present: bool) -> float | None:
+    return value.ToNanoseconds() / 1e9 if present else None
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -123,7 +153,9 @@ class TallyApp(GrpcApp):
         served = [tally_pb2.DESCRIPTOR.services_by_name["Tally"].full_name] if self.reading else []
         self.server = ServiceServer(served, settings)
 
-    def _with_view(self, view: PetitionView) -> tuple[ThresholdWatcher, SignatureConsumer, TallyFeeds]:
+    def _with_view(
+        self, view: PetitionView, staff: StaffAuthorisation
+    ) -> tuple[ThresholdWatcher, SignatureConsumer, TallyFeeds]:
         """The parts that read petitions: thresholds from each petition's
         own, GetTally's NOT_FOUND, and which petitions a lost shard holds,
         all from the petition view (tally never reads the petition tables)."""
@@ -171,7 +203,8 @@ class TallyApp(GrpcApp):
         )
         feeds = TallyFeeds(reader.read, settings.watch_interval_ms / 1000, settings.max_watchers)
         if self.reading:
-            tally_pb2_grpc.add_TallyServicer_to_server(TallyServicer(reader, feeds), self.server.server)
+            lookup = SignatureLookup.prepared(self.cassandra, settings.signature_partitions)
+            tally_pb2_grpc.add_TallyServicer_to_server(TallyServicer(reader, feeds, staff, lookup), self.server.server)
         return watcher, loop, feeds
 
     def _partitions(self) -> Sequence[int]:
@@ -190,7 +223,8 @@ class TallyApp(GrpcApp):
         # Returns once the view holds every petition the topic held, so no
         # read is answered NOT_FOUND for a petition created before this start.
         view = await self._stores.enter_async_context(PetitionView.open(self.settings))
-        watcher, loop, self.feeds = self._with_view(view)
+        keys = await self._stores.enter_async_context(identity_keys(self.settings.identity_address))
+        watcher, loop, self.feeds = self._with_view(view, StaffAuthorisation(keys))
         # A view that stops following would serve ever older states: the
         # process exits instead, for its supervisor to restart it.
         self.run_in_background(view.followed(), "petition-view")

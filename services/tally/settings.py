@@ -14,6 +14,9 @@ class TallySettings(ServiceSettings):
     # GetTally and WatchTally only).
     role: Literal["all", "consumer", "reader"] = "all"
     metrics_port: int = 9163
+    # Identity's keys, to check the staff credential SelectSignatures needs
+    # (readers only).
+    identity_address: str = "127.0.0.1:50061"
     consumer_group: str = "tally"
     # Messages taken from one partition at once; one Redis script and one round of
     # Cassandra writes per partition per batch.

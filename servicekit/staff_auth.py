@@ -1,6 +1,9 @@
-"""Who may invalidate signatures: a member of staff with the administrator
-role, shown by a staff credential in the "authorization: Bearer" metadata
-and checked offline against identity's keys (the shared admin token is gone).
+"""Who may make an administrator's call (InvalidateSignatures in signing,
+SelectSignatures in the tally, which signing forwards the credential to): a
+member of staff with the administrator role, shown by a staff credential in
+the "authorization: Bearer" metadata and checked offline against identity's
+keys (the shared admin token is gone). In servicekit because two services
+check it the same way.
 
 Refusals, as every petitions call phrases them (petitions.proto): no
 credential is UNAUTHENTICATED CREDENTIAL_REQUIRED; a forged, expired or

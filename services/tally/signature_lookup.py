@@ -1,5 +1,6 @@
 """Reading a petition's stored signatures from Cassandra, shard by shard,
-for moderation (rare, so a full read of one petition is acceptable)."""
+for SelectSignatures (moderation: rare, so a full read of one petition is
+acceptable)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC
 from typing import Any
 
 from servicekit.stores import CassandraSession
-from services.signing.moderation import StoredSignature
+from services.tally.signature_selection import StoredSignature
 
 
 class SignatureLookup:
