@@ -410,8 +410,7 @@ async def refuse_if_thresholds_unpublished(cassandra: CassandraSession) -> None:
     """A tally publishes every unpublished threshold crossing of its keyspace
     at start, to *its* petition-events topic, and marks it published: a
     bench tally would take such an event away from the running system."""
-    store = ThresholdStore(cassandra)
-    store.prepare()
+    store = ThresholdStore.prepared(cassandra)
     pending = await store.unpublished()
     if pending:
         names = ", ".join(f"{c.petition_id}/{c.threshold_id}" for c in pending[:5])

@@ -52,48 +52,6 @@ class ServiceApp(Protocol):
         ...
 
 
-class GrpcApp:
-    """Base of the hand-written apps: RPCs on self.server, plus background
-    loops started with run_in_background (a consume loop, a periodic job). If
-    one of those ends, until_failed returns and the process exits for its
-    supervisor to restart it.
-
-    Kept only while the tally's TallyApp still uses it: every other service
-    is built by a factory (create_server / create_app) run by FactoryApp.
-    Remove it once the tally has a create_server too."""
-
-    server: ServiceServer
-    _background: list[asyncio.Task[None]]
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    def run_in_background(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        if not hasattr(self, "_background"):
-            self._background = []
-        self._background.append(asyncio.create_task(work, name=name))
-
-    async def until_failed(self) -> BaseException | None:
-        tasks = getattr(self, "_background", [])
-        if not tasks:
-            await asyncio.Event().wait()
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        task = done.pop()
-        if task.cancelled():
-            return None
-        return task.exception() or RuntimeError(f"{task.get_name()} ended")
-
-    async def stop_background(self) -> None:
-        tasks = getattr(self, "_background", [])
-        for task in tasks:
-            task.cancel()
-        # A task that failed was reported by until_failed; its error must not
-        # cut the stop short, or the clients (a consumer group member, a
-        # producer) are never closed and the process exits as a plain crash.
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 async def wait_for_termination_signal() -> None:
     """Returns when the process receives SIGTERM or SIGINT, so the caller can
     drain in-flight work before exiting."""

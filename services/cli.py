@@ -690,8 +690,9 @@ async def _recount(settings: CliSettings, options: argparse.Namespace) -> int:
     await cassandra.start()
     redis = redis_client(settings)
     try:
-        recount = Recount(cassandra, ShardedCounters(redis, settings.signatures_topic), settings.signature_partitions)
-        recount.prepare()
+        recount = Recount.prepared(
+            cassandra, ShardedCounters(redis, settings.signatures_topic), settings.signature_partitions
+        )
         differing = 0
         for petition_id in petitions:
             comparison = await recount.compare(petition_id)

@@ -23,7 +23,7 @@ from servicekit import role_credentials
 from servicekit.errors import DomainError, ErrorKind, invalid
 from servicekit.grpc_server import ServiceServer
 from servicekit.identity_keys import identity_keys
-from servicekit.lifecycle import BackgroundTasks, FactoryApp, RunningServer, run_service
+from servicekit.lifecycle import FactoryApp, RunningServer, background_tasks, run_service
 from servicekit.stores import cassandra_session, kafka_producer
 from services.petitions import committees, content, lifecycle, types
 from services.petitions.admissibility import Admissibility
@@ -324,15 +324,6 @@ async def close_at_deadlines(records: PetitionRecords, changes: Changes, interva
                     # Another process closed it first, or staff moved it on.
                     log.info("deadline close skipped", petition=petition.id, reason=refused.reason)
         await asyncio.sleep(interval_seconds)
-
-
-@asynccontextmanager
-async def background_tasks() -> AsyncIterator[BackgroundTasks]:
-    tasks = BackgroundTasks()
-    try:
-        yield tasks
-    finally:
-        await tasks.stop()
 
 
 @asynccontextmanager

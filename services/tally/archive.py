@@ -53,26 +53,32 @@ class SignatureArchive:
     """Writes a partition batch's signatures as unlogged batches of rows that
     share one Cassandra partition (petition, shard): one mutation each on the
     replica, instead of one request per row, without the cost of a logged
-    (multi-partition) batch."""
+    (multi-partition) batch.
 
-    def __init__(self, cassandra: CassandraSession, concurrency: int, rows_per_batch: int):
+    Built by prepared(), so its statements are ready before the first write."""
+
+    def __init__(self, cassandra: CassandraSession, concurrency: int, rows_per_batch: int, insert: Any, mark: Any):
         self._db = cassandra
         self._concurrency = asyncio.Semaphore(concurrency)
         self._rows_per_batch = rows_per_batch
-        self._insert: Any = None
-        self._invalidate: Any = None
+        self._insert = insert
+        self._invalidate = mark
 
-    def prepare(self) -> None:
-        self._insert = self._db.prepare(
-            f"INSERT INTO {self._db.table('signatures')}"
+    @classmethod
+    def prepared(cls, cassandra: CassandraSession, concurrency: int, rows_per_batch: int) -> SignatureArchive:
+        """An archive over a started session, its statements prepared."""
+        table = cassandra.table("signatures")
+        insert = cassandra.prepare(
+            f"INSERT INTO {table}"
             " (petition_id, shard, signer, signature_id, method, country, territory, signed_at, ip_hash,"
             " kafka_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
         )
         # Written with the current time, so it wins over any accept write.
-        self._invalidate = self._db.prepare(
-            f"UPDATE {self._db.table('signatures')} SET invalidated_at = ?, invalid_reason = ?"
+        mark = cassandra.prepare(
+            f"UPDATE {table} SET invalidated_at = ?, invalid_reason = ?"
             " WHERE petition_id = ? AND shard = ? AND signer = ?"
         )
+        return cls(cassandra, concurrency, rows_per_batch, insert, mark)
 
     async def store(self, rows: Sequence[SignatureRow], invalidations: Sequence[InvalidationRow] = ()) -> None:
         """Writes every row; raises if any write fails (the batch is then

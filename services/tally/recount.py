@@ -77,17 +77,22 @@ def signer_values(rows: Sequence[StoredRow]) -> dict[str, str]:
 
 
 class Recount:
-    def __init__(self, cassandra: CassandraSession, counters: ShardedCounters, partitions: int):
+    """Built by prepared(), so its statement is ready before the first call."""
+
+    def __init__(self, cassandra: CassandraSession, counters: ShardedCounters, partitions: int, select: Any):
         self._db = cassandra
         self._counters = counters
         self._partitions = list(range(partitions))
-        self._select: Any = None
+        self._select = select
 
-    def prepare(self) -> None:
-        self._select = self._db.prepare(
-            f"SELECT signer, signature_id, territory, country, invalidated_at FROM {self._db.table('signatures')}"
+    @classmethod
+    def prepared(cls, cassandra: CassandraSession, counters: ShardedCounters, partitions: int) -> Recount:
+        """A recount over a started session, its statement prepared."""
+        select = cassandra.prepare(
+            f"SELECT signer, signature_id, territory, country, invalidated_at FROM {cassandra.table('signatures')}"
             " WHERE petition_id = ? AND shard = ?"
         )
+        return cls(cassandra, counters, partitions, select)
 
     async def _rows(self, petition_id: str, shard: int) -> list[StoredRow]:
         return [

@@ -1,10 +1,13 @@
-"""Tally's gRPC wiring and its consume loop."""
+"""Tally's gRPC wiring and its one factory, `create_server(settings)`: the
+stores entered on one AsyncExitStack, each ready when entered, the gRPC
+server last, so shutdown unwinds them in reverse order by construction
+(with the consume loop's drain in its place among them)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import grpc
@@ -14,10 +17,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from petitions.v1 import tally_pb2, tally_pb2_grpc
 from servicekit.grpc_server import ServiceServer
 from servicekit.identity_keys import identity_keys
-from servicekit.lifecycle import GrpcApp, run_service
+from servicekit.lifecycle import FactoryApp, RunningServer, background_tasks, run_service, serving
 from servicekit.petition_view import PetitionView
 from servicekit.staff_auth import StaffAuthorisation
-from servicekit.stores import CassandraSession, ReplaceableProducer, redis_client
+from servicekit.stores import (
+    CassandraSession,
+    ReplaceableProducer,
+    cassandra_session,
+    kafka_producer,
+    redis_connection,
+)
 from services.tally.archive import SignatureArchive
 from services.tally.consumer import DrainOnRevoke, SignatureConsumer
 from services.tally.counters import ShardedCounters
@@ -106,162 +115,174 @@ def tally_message(snapshot: TallySnapshot) -> tally_pb2.PetitionTally:
     )
 
 
-class TallyApp(GrpcApp):
-    """Everything one tally process runs, with one start/stop pair.
+class SignatureLog:
+    """The signatures log's partitions and end offsets, through the
+    process's consumer (the group's when it consumes, else a groupless one)."""
 
-    Its role decides what that is: the consume loop (applying the log),
-    the reads (GetTally, WatchTally), or both. Readers scale with the crowd
-    watching counters; consumers with the log's partitions. Kept apart, a
-    refresh storm cannot slow the counting down, since reads and the
-    consume loop would otherwise share one event loop."""
+    def __init__(self, consumer: AIOKafkaConsumer, settings: TallySettings):
+        self._consumer = consumer
+        self._topic = settings.signatures_topic
+        self._partitions = settings.signature_partitions
 
-    def __init__(self, settings: TallySettings):
-        self.settings = settings
-        self.consuming = settings.role in ("all", "consumer")
-        self.reading = settings.role in ("all", "reader")
-        topic = settings.signatures_topic
-        self.redis = redis_client(settings)
-        self.cassandra = CassandraSession(settings)
-        self.producer = ReplaceableProducer(settings)
-        # The group consumer when this process consumes; otherwise a
-        # groupless one, only for the log's partitions and end offsets.
-        self.consumer = (
-            # Subscribed once its chain exists (_with_view), with the
-            # listener that drains the chain before partitions move.
-            AIOKafkaConsumer(
-                bootstrap_servers=settings.kafka_bootstrap,
-                group_id=settings.consumer_group,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_partition_fetch_bytes=4 * 1024 * 1024,
-                fetch_min_bytes=settings.fetch_min_bytes,
-                fetch_max_wait_ms=settings.fetch_max_wait_ms,
-            )
-            if self.consuming
-            else AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-        )
-        self.archive = SignatureArchive(
-            self.cassandra, settings.cassandra_write_concurrency, settings.cassandra_rows_per_batch
-        )
-        self.counters = ShardedCounters(self.redis, topic)
-        self.thresholds = ThresholdStore(self.cassandra)
-        self.recount = Recount(self.cassandra, self.counters, settings.signature_partitions)
-        self._stores = contextlib.AsyncExitStack()
-        # Built once the petition view is open (start), as they read it.
-        self.feeds: TallyFeeds | None = None
-        self.signature_loop: SignatureConsumer | None = None
-        served = [tally_pb2.DESCRIPTOR.services_by_name["Tally"].full_name] if self.reading else []
-        self.server = ServiceServer(served, settings)
+    def partitions(self) -> Sequence[int]:
+        known = self._consumer.partitions_for_topic(self._topic)
+        return sorted(known) if known else list(range(self._partitions))
 
-    def _with_view(
-        self, view: PetitionView, staff: StaffAuthorisation
-    ) -> tuple[ThresholdWatcher, SignatureConsumer, TallyFeeds]:
-        """The parts that read petitions: thresholds from each petition's
-        own, GetTally's NOT_FOUND, and which petitions a lost shard holds,
-        all from the petition view (tally never reads the petition tables)."""
-        settings = self.settings
-        watcher = ThresholdWatcher(
-            view, self.counters, self._partitions, self.thresholds, self.producer, settings.petition_events_topic
-        )
-
-        async def petition_ids() -> list[str]:
-            return view.ids()
-
-        progress: Progress = {}
-        chain = tally_chain(
-            ChainParts(
-                consumer=self.consumer,
-                dead_letters=DeadLetterSink(self.producer, settings.dead_letter_topic),
-                limits=DeadLetterLimits(
-                    settings.max_dead_letters_in_row, settings.max_dead_letter_ratio, settings.dead_letter_window
-                ),
-                archive=self.archive,
-                counters=self.counters,
-                recovery=ShardRecovery(self.recount, self.counters, petition_ids),
-                thresholds=watcher,
-                progress=progress,
-            )
-        )
-        if self.consuming:
-            self.consumer.subscribe([settings.signatures_topic], listener=DrainOnRevoke(chain, settings.drain_seconds))
-        loop = SignatureConsumer(
-            self.consumer,
-            chain,
-            progress,
-            settings.max_batch_messages,
-            settings.poll_timeout_ms,
-            settings.batch_linger_ms,
-        )
-        reader = TallyReader(
-            self.counters,
-            view,
-            self.thresholds,
-            self._partitions,
-            self._end_offsets,
-            settings.lag_cache_seconds,
-            settings.tally_cache_seconds,
-        )
-        feeds = TallyFeeds(reader.read, settings.watch_interval_ms / 1000, settings.max_watchers)
-        if self.reading:
-            lookup = SignatureLookup.prepared(self.cassandra, settings.signature_partitions)
-            tally_pb2_grpc.add_TallyServicer_to_server(TallyServicer(reader, feeds, staff, lookup), self.server.server)
-        return watcher, loop, feeds
-
-    def _partitions(self) -> Sequence[int]:
-        known = self.consumer.partitions_for_topic(self.settings.signatures_topic)
-        return sorted(known) if known else list(range(self.settings.signature_partitions))
-
-    async def _end_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
-        topic = self.settings.signatures_topic
-        ends = await self.consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+    async def end_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
+        ends = await self._consumer.end_offsets([TopicPartition(self._topic, p) for p in partitions])
         return {tp.partition: offset for tp, offset in ends.items()}
 
-    async def start(self) -> None:
-        await self.cassandra.start()
-        self.thresholds.prepare()
-        await self.redis.ping()
+
+def log_consumer(settings: TallySettings, consuming: bool) -> AIOKafkaConsumer:
+    """The group consumer when this process consumes; otherwise a groupless
+    one, only for the log's partitions and end offsets. Not started: a
+    consumer subscribes (with its rebalance listener) before it starts."""
+    if not consuming:
+        return AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_min_bytes=settings.fetch_min_bytes,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+    )
+
+
+@asynccontextmanager
+async def started(consumer: AIOKafkaConsumer) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started consumer, stopped (leaving its group) when the block ends."""
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+def consume_loop(
+    settings: TallySettings,
+    consumer: AIOKafkaConsumer,
+    db: CassandraSession,
+    counters: ShardedCounters,
+    view: PetitionView,
+    watcher: ThresholdWatcher,
+    producer: ReplaceableProducer,
+) -> SignatureConsumer:
+    """The consume loop over the chain of steps, its consumer subscribed
+    with the listener that drains the chain before partitions move."""
+
+    async def petition_ids() -> list[str]:
+        return view.ids()
+
+    progress: Progress = {}
+    recount = Recount.prepared(db, counters, settings.signature_partitions)
+    chain = tally_chain(
+        ChainParts(
+            consumer=consumer,
+            dead_letters=DeadLetterSink(producer, settings.dead_letter_topic),
+            limits=DeadLetterLimits(
+                settings.max_dead_letters_in_row, settings.max_dead_letter_ratio, settings.dead_letter_window
+            ),
+            archive=SignatureArchive.prepared(
+                db, settings.cassandra_write_concurrency, settings.cassandra_rows_per_batch
+            ),
+            counters=counters,
+            recovery=ShardRecovery(recount, counters, petition_ids),
+            thresholds=watcher,
+            progress=progress,
+        )
+    )
+    consumer.subscribe([settings.signatures_topic], listener=DrainOnRevoke(chain, settings.drain_seconds))
+    return SignatureConsumer(
+        consumer, chain, progress, settings.max_batch_messages, settings.poll_timeout_ms, settings.batch_linger_ms
+    )
+
+
+@asynccontextmanager
+async def create_server(settings: TallySettings) -> AsyncIterator[RunningServer]:
+    """One tally process, serving on settings.grpc_address (port 0 in tests:
+    the yielded port says which).
+
+    Its role decides what it runs: the consume loop (applying the log), the
+    reads (GetTally, WatchTally, SelectSignatures), or both. Readers scale
+    with the crowd watching counters; consumers with the log's partitions.
+    Kept apart, a refresh storm cannot slow the counting down, since reads
+    and the consume loop would otherwise share one event loop. Everything
+    that reads petitions (thresholds, GetTally's NOT_FOUND, which petitions
+    a lost shard holds) reads the petition view: tally never reads the
+    petition tables.
+
+    Shutdown unwinds the stack: watch streams end (they never end by
+    themselves, and the server's drain must not wait for them), the server
+    drains, the background loops stop, then the consume loop's batches in
+    flight finish and are committed before the consumer leaves the group,
+    and only then do the view and the stores close."""
+    consuming = settings.role in ("all", "consumer")
+    reading = settings.role in ("all", "reader")
+    async with AsyncExitStack() as stack:
+        db = await stack.enter_async_context(cassandra_session(settings))
+        redis = await stack.enter_async_context(redis_connection(settings))
+        counters = ShardedCounters(redis, settings.signatures_topic)
+        thresholds = ThresholdStore.prepared(db)
+        consumer = log_consumer(settings, consuming)
+        signature_log = SignatureLog(consumer, settings)
         # Returns once the view holds every petition the topic held, so no
         # read is answered NOT_FOUND for a petition created before this start.
-        view = await self._stores.enter_async_context(PetitionView.open(self.settings))
-        keys = await self._stores.enter_async_context(identity_keys(self.settings.identity_address))
-        watcher, loop, self.feeds = self._with_view(view, StaffAuthorisation(keys))
+        view = await stack.enter_async_context(PetitionView.open(settings))
+        loop: SignatureConsumer | None = None
+        watcher: ThresholdWatcher | None = None
+        if consuming:
+            producer = await stack.enter_async_context(kafka_producer(settings))
+            watcher = ThresholdWatcher(
+                view, counters, signature_log.partitions, thresholds, producer, settings.petition_events_topic
+            )
+            await watcher.republish_pending()
+            loop = consume_loop(settings, consumer, db, counters, view, watcher, producer)
+        await stack.enter_async_context(started(consumer))
+        if loop is not None:
+            # Runs once the background loops have stopped (entered before
+            # them) and before the consumer leaves the group (entered after
+            # it): the batches in flight finish and are committed.
+            stack.push_async_callback(loop.drain, settings.drain_seconds)
+        background = await stack.enter_async_context(background_tasks())
         # A view that stops following would serve ever older states: the
         # process exits instead, for its supervisor to restart it.
-        self.run_in_background(view.followed(), "petition-view")
-        if self.consuming:
-            self.archive.prepare()
-            self.recount.prepare()
-            await self.producer.start()
-            await watcher.republish_pending()
-        await self.consumer.start()
-        if self.consuming:
-            self.signature_loop = loop
-            self.run_in_background(loop.run(), "consume-signatures")
-            self.run_in_background(
-                watcher.sweep_unpublished(self.settings.threshold_sweep_seconds, THRESHOLD_SWEEP_GRACE_SECONDS),
+        background.start(view.followed(), "petition-view")
+        if loop is not None and watcher is not None:
+            background.start(loop.run(), "consume-signatures")
+            background.start(
+                watcher.sweep_unpublished(settings.threshold_sweep_seconds, THRESHOLD_SWEEP_GRACE_SECONDS),
                 "threshold-sweep",
             )
-            self.run_in_background(watcher.check_unseen(UNSEEN_PETITIONS_CHECK_SECONDS), "threshold-new-petitions")
-        await self.server.start()
-
-    async def stop(self) -> None:
-        # Watch streams never end by themselves: end them first, so the
-        # drain is not spent waiting for them.
-        if self.feeds is not None:
-            self.feeds.close()
-        await self.server.stop(self.settings.grace_seconds)
-        await self.stop_background()
-        # The consume loop is stopped; the batches it had in flight finish
-        # and are committed before the consumer leaves the group (below).
-        if self.signature_loop is not None:
-            await self.signature_loop.drain(self.settings.drain_seconds)
-        await self._stores.aclose()
-        await self.consumer.stop()
-        await self.producer.stop()
-        await self.redis.aclose()
-        await self.cassandra.stop()
+            background.start(watcher.check_unseen(UNSEEN_PETITIONS_CHECK_SECONDS), "threshold-new-petitions")
+        served = [tally_pb2.DESCRIPTOR.services_by_name["Tally"].full_name] if reading else []
+        server = ServiceServer(served, settings)
+        feeds: TallyFeeds | None = None
+        if reading:
+            # For SelectSignatures' staff credential; when identity is not
+            # up yet, its keys are fetched on the first call.
+            keys = await stack.enter_async_context(identity_keys(settings.identity_address))
+            reader = TallyReader(
+                counters,
+                view,
+                thresholds,
+                signature_log.partitions,
+                signature_log.end_offsets,
+                settings.lag_cache_seconds,
+                settings.tally_cache_seconds,
+            )
+            feeds = TallyFeeds(reader.read, settings.watch_interval_ms / 1000, settings.max_watchers)
+            lookup = SignatureLookup.prepared(db, settings.signature_partitions)
+            servicer = TallyServicer(reader, feeds, StaffAuthorisation(keys), lookup)
+            tally_pb2_grpc.add_TallyServicer_to_server(servicer, server.server)
+        await stack.enter_async_context(serving(server, settings.grace_seconds))
+        if feeds is not None:
+            # Pushed after the server, so it runs before the server drains.
+            stack.callback(feeds.close)
+        yield RunningServer(server.port, background)
 
 
 def main() -> None:
     settings = TallySettings()
-    asyncio.run(run_service("tally", settings, lambda: TallyApp(settings)))
+    asyncio.run(run_service("tally", settings, lambda: FactoryApp(lambda: create_server(settings))))

@@ -49,22 +49,29 @@ class Petitions(Protocol):
 
 
 class ThresholdStore:
-    def __init__(self, cassandra: CassandraSession):
-        self._db = cassandra
-        self._insert: Any = None
-        self._published: Any = None
-        self._select: Any = None
+    """Built by prepared(), so its statements are ready before the first call."""
 
-    def prepare(self) -> None:
-        table = self._db.table("thresholds_reached")
-        self._insert = self._db.prepare(
-            f"INSERT INTO {table} (petition_id, threshold_id, count, territories, reached_at, published)"
-            " VALUES (?, ?, ?, ?, ?, false) IF NOT EXISTS"
+    def __init__(self, cassandra: CassandraSession, insert: Any, published: Any, select: Any):
+        self._db = cassandra
+        self._insert = insert
+        self._published = published
+        self._select = select
+
+    @classmethod
+    def prepared(cls, cassandra: CassandraSession) -> ThresholdStore:
+        """A store over a started session, its statements prepared."""
+        table = cassandra.table("thresholds_reached")
+        return cls(
+            cassandra,
+            insert=cassandra.prepare(
+                f"INSERT INTO {table} (petition_id, threshold_id, count, territories, reached_at, published)"
+                " VALUES (?, ?, ?, ?, ?, false) IF NOT EXISTS"
+            ),
+            published=cassandra.prepare(
+                f"UPDATE {table} SET published = true WHERE petition_id = ? AND threshold_id = ?"
+            ),
+            select=cassandra.prepare(f"SELECT * FROM {table} WHERE petition_id = ?"),
         )
-        self._published = self._db.prepare(
-            f"UPDATE {table} SET published = true WHERE petition_id = ? AND threshold_id = ?"
-        )
-        self._select = self._db.prepare(f"SELECT * FROM {table} WHERE petition_id = ?")
 
     async def record(self, crossing: Crossing) -> bool:
         """True when this call recorded the crossing (it was new)."""
