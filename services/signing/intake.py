@@ -19,10 +19,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import events_pb2, identity_pb2
 from servicekit.credential_keys import CredentialKeyCache
+from servicekit.eligibility import check_eligible
 from servicekit.errors import DomainError, ErrorKind, invalid
 from servicekit.identity_keys import IdentityKeysUnavailable
 from servicekit.petition_ids import PETITION_ID, PETITION_ID_RULE
-from servicekit.petition_view import PetitionState, ViewEligibility, ViewPetition, petition_not_found
+from servicekit.petition_view import PetitionState, ViewPetition, petition_not_found
 from servicekit.rate_limits import Bucket, Refusal, client_address
 from servicekit.request_guard import RequestGuard, refusal_error
 from servicekit.signer_credential import CredentialRejected, SignerClaims
@@ -101,14 +102,6 @@ def is_ip_address(text: str) -> bool:
     return True
 
 
-# What adults_only accepts as proof of adulthood (the credential's
-# adult_basis): a birthdate an identified provider gave, or an issuer that
-# serves adults only (FranceConnect). An email signer's own declaration
-# counts only where the petition's eligibility accepts declared adults.
-PROVEN_ADULT_BASES = frozenset({"verified", "provider"})
-DECLARED_ADULT_BASIS = "declared"
-
-
 def check_can_sign(petition: ViewPetition | None, petition_id: str, claims: SignerClaims, now: float) -> ViewPetition:
     if petition is None:
         raise petition_not_found(petition_id)
@@ -122,33 +115,6 @@ def check_can_sign(petition: ViewPetition | None, petition_id: str, claims: Sign
         raise DomainError(ErrorKind.FAILED_PRECONDITION, "PETITION_NOT_OPEN", message)
     check_eligible(petition.eligibility, claims)
     return petition
-
-
-def check_eligible(rules: ViewEligibility, claims: SignerClaims) -> None:
-    """Raises FAILED_PRECONDITION NOT_ELIGIBLE, naming the rule, unless the
-    credential's holder may sign under these rules."""
-    if rules.countries and claims.country not in rules.countries:
-        raise _not_eligible(f"only residents of {', '.join(sorted(rules.countries))} may sign this petition")
-    if rules.methods and claims.method not in rules.methods:
-        # One person proving twice (by email, then OIDC) holds two
-        # pseudonyms; a petition that allows one method closes that hole.
-        raise _not_eligible(
-            f"this petition accepts signers verified by {' or '.join(sorted(rules.methods))} only;"
-            f" this credential was verified by {claims.method or 'an unknown method'}"
-        )
-    if rules.adults_only:
-        accepted = PROVEN_ADULT_BASES | ({DECLARED_ADULT_BASIS} if rules.accept_declared_adults else set())
-        if not claims.adult or claims.adult_basis not in accepted:
-            if claims.adult and claims.adult_basis == DECLARED_ADULT_BASIS:
-                raise _not_eligible(
-                    "only adults may sign this petition, and a self-declared adulthood is not accepted:"
-                    " sign in with an identity provider that proves it"
-                )
-            raise _not_eligible("only adults may sign this petition, and this credential does not prove adulthood")
-
-
-def _not_eligible(message: str) -> DomainError:
-    return DomainError(ErrorKind.FAILED_PRECONDITION, "NOT_ELIGIBLE", message)
 
 
 class Petitions(Protocol):
