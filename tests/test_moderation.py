@@ -3,12 +3,14 @@ stored signature is marked, never deleted."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import grpc
+import jwt
 import pytest
 
-from petitions.v1 import signing_pb2
+from petitions.v1 import events_pb2, signing_pb2
 from tests.errors import rejection
 from tests.system import SystemClient
 
@@ -46,6 +48,14 @@ def test_invalidations_count_once_and_mark_the_stored_signature(system: SystemCl
     assert system.settled_tally(petition.id).total == 3
 
     assert invalidate(system, petition.id, signers=[alice.claims.signer]) == 1
+    # The staff action is on record: who decided, and why.
+    key = hashlib.sha256(f"{petition.id}\0{alice.claims.signer}".encode()).digest()
+    events = [events_pb2.SignatureEvent.FromString(r.value) for r in system.records_with_key(key)]
+    decided = [e.invalidated for e in events if e.HasField("invalidated")]
+    staff = jwt.decode(system.staff_credential("staff-admin"), options={"verify_signature": False})
+    assert [(d.invalidated_by, d.invalidated_by_name, d.reason) for d in decided] == [
+        (staff["sub"], staff["nam"], "test fraud")
+    ]
     assert invalidate(system, petition.id, signers=[alice.claims.signer]) == 1  # repeated: harmless
     tally = system.settled_tally(petition.id)
     assert (tally.total, dict(tally.by_territory)) == (2, {"13": 1, "75": 1})

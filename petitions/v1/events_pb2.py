@@ -27,7 +27,7 @@ from petitions.v1 import identity_pb2 as petitions_dot_v1_dot_identity__pb2
 from petitions.v1 import petitions_pb2 as petitions_dot_v1_dot_petitions__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19petitions/v1/events.proto\x12\x0cpetitions.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpetitions/v1/identity.proto\x1a\x1cpetitions/v1/petitions.proto\"\x89\x01\n\x0eSignatureEvent\x12\x33\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1f.petitions.v1.SignatureAcceptedH\x00\x12\x39\n\x0binvalidated\x18\x02 \x01(\x0b\x32\".petitions.v1.SignatureInvalidatedH\x00\x42\x07\n\x05\x65vent\"\x82\x02\n\x11SignatureAccepted\x12\x14\n\x0csignature_id\x18\x01 \x01(\t\x12\x13\n\x0bpetition_id\x18\x02 \x01(\t\x12\x0e\n\x06signer\x18\x03 \x01(\t\x12\x30\n\x06method\x18\x04 \x01(\x0e\x32 .petitions.v1.VerificationMethod\x12\x0f\n\x07\x63ountry\x18\x05 \x01(\t\x12\x11\n\tterritory\x18\x06 \x01(\t\x12-\n\tsigned_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07ip_hash\x18\x08 \x01(\t\x12\x1c\n\x14idempotency_key_hash\x18\t \x01(\t\"\x7f\n\x14SignatureInvalidated\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x0e\n\x06signer\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x32\n\x0einvalidated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x01\n\rPetitionEvent\x12;\n\x11threshold_reached\x18\x01 \x01(\x0b\x32\x1e.petitions.v1.ThresholdReachedH\x00\x12\x30\n\x07\x63hanged\x18\x04 \x01(\x0b\x32\x1d.petitions.v1.PetitionChangedH\x00\x42\x07\n\x05\x65ventJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04\":\n\x0fPetitionChanged\x12\'\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x18.petitions.v1.AuditEntry\"\x91\x01\n\x10ThresholdReached\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x14\n\x0cthreshold_id\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x13\n\x0bterritories\x18\x04 \x01(\x05\x12.\n\nreached_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa7\x01\n\nDeadLetter\x12\x14\n\x0csource_topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x34\n\x10\x64\x65\x61\x64_lettered_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19petitions/v1/events.proto\x12\x0cpetitions.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpetitions/v1/identity.proto\x1a\x1cpetitions/v1/petitions.proto\"\x89\x01\n\x0eSignatureEvent\x12\x33\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1f.petitions.v1.SignatureAcceptedH\x00\x12\x39\n\x0binvalidated\x18\x02 \x01(\x0b\x32\".petitions.v1.SignatureInvalidatedH\x00\x42\x07\n\x05\x65vent\"\x82\x02\n\x11SignatureAccepted\x12\x14\n\x0csignature_id\x18\x01 \x01(\t\x12\x13\n\x0bpetition_id\x18\x02 \x01(\t\x12\x0e\n\x06signer\x18\x03 \x01(\t\x12\x30\n\x06method\x18\x04 \x01(\x0e\x32 .petitions.v1.VerificationMethod\x12\x0f\n\x07\x63ountry\x18\x05 \x01(\t\x12\x11\n\tterritory\x18\x06 \x01(\t\x12-\n\tsigned_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07ip_hash\x18\x08 \x01(\t\x12\x1c\n\x14idempotency_key_hash\x18\t \x01(\t\"\xb4\x01\n\x14SignatureInvalidated\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x0e\n\x06signer\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x32\n\x0einvalidated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0einvalidated_by\x18\x05 \x01(\t\x12\x1b\n\x13invalidated_by_name\x18\x06 \x01(\t\"\x93\x01\n\rPetitionEvent\x12;\n\x11threshold_reached\x18\x01 \x01(\x0b\x32\x1e.petitions.v1.ThresholdReachedH\x00\x12\x30\n\x07\x63hanged\x18\x04 \x01(\x0b\x32\x1d.petitions.v1.PetitionChangedH\x00\x42\x07\n\x05\x65ventJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04\":\n\x0fPetitionChanged\x12\'\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x18.petitions.v1.AuditEntry\"\x91\x01\n\x10ThresholdReached\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x14\n\x0cthreshold_id\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x13\n\x0bterritories\x18\x04 \x01(\x05\x12.\n\nreached_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa7\x01\n\nDeadLetter\x12\x14\n\x0csource_topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x34\n\x10\x64\x65\x61\x64_lettered_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,14 +38,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNATUREEVENT']._serialized_end=273
   _globals['_SIGNATUREACCEPTED']._serialized_start=276
   _globals['_SIGNATUREACCEPTED']._serialized_end=534
-  _globals['_SIGNATUREINVALIDATED']._serialized_start=536
-  _globals['_SIGNATUREINVALIDATED']._serialized_end=663
-  _globals['_PETITIONEVENT']._serialized_start=666
-  _globals['_PETITIONEVENT']._serialized_end=813
-  _globals['_PETITIONCHANGED']._serialized_start=815
-  _globals['_PETITIONCHANGED']._serialized_end=873
-  _globals['_THRESHOLDREACHED']._serialized_start=876
-  _globals['_THRESHOLDREACHED']._serialized_end=1021
-  _globals['_DEADLETTER']._serialized_start=1024
-  _globals['_DEADLETTER']._serialized_end=1191
+  _globals['_SIGNATUREINVALIDATED']._serialized_start=537
+  _globals['_SIGNATUREINVALIDATED']._serialized_end=717
+  _globals['_PETITIONEVENT']._serialized_start=720
+  _globals['_PETITIONEVENT']._serialized_end=867
+  _globals['_PETITIONCHANGED']._serialized_start=869
+  _globals['_PETITIONCHANGED']._serialized_end=927
+  _globals['_THRESHOLDREACHED']._serialized_start=930
+  _globals['_THRESHOLDREACHED']._serialized_end=1075
+  _globals['_DEADLETTER']._serialized_start=1078
+  _globals['_DEADLETTER']._serialized_end=1245
 # @@protoc_insertion_point(module_scope)

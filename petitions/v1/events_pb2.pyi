@@ -108,9 +108,16 @@ class SignatureInvalidated(_message.Message):
     SIGNER_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     INVALIDATED_AT_FIELD_NUMBER: _builtins.int
+    INVALIDATED_BY_FIELD_NUMBER: _builtins.int
+    INVALIDATED_BY_NAME_FIELD_NUMBER: _builtins.int
     petition_id: _builtins.str
     signer: _builtins.str
     reason: _builtins.str
+    invalidated_by: _builtins.str
+    """Who decided: the administrator's staff pseudonym and name (staff act in
+    their own name), so that this staff action is on record in the log.
+    """
+    invalidated_by_name: _builtins.str
     @_builtins.property
     def invalidated_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -120,10 +127,12 @@ class SignatureInvalidated(_message.Message):
         signer: _builtins.str = ...,
         reason: _builtins.str = ...,
         invalidated_at: _timestamp_pb2.Timestamp | None = ...,
+        invalidated_by: _builtins.str = ...,
+        invalidated_by_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["invalidated_at", b"invalidated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["invalidated_at", b"invalidated_at", "petition_id", b"petition_id", "reason", b"reason", "signer", b"signer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invalidated_at", b"invalidated_at", "invalidated_by", b"invalidated_by", "invalidated_by_name", b"invalidated_by_name", "petition_id", b"petition_id", "reason", b"reason", "signer", b"signer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -72,6 +72,7 @@ class SigningServicer(signing_pb2_grpc.SigningServicer):
             # Forwarded to the tally, which checks it again: its answer
             # names signers.
             bearer(metadata),
+            (administrator.staff, administrator.name),
         )
         # Who decided, by pseudonym (never a name), for the operators' record.
         log.info(
