@@ -21,11 +21,10 @@ import time
 from petitions.v1 import petition_pb2, petitions_pb2
 from servicekit import role_credentials
 from servicekit.errors import DomainError, ErrorKind, invalid
-from services.petitions import content, lifecycle, types
-from services.petitions.auth import Callers, Metadata
-from services.petitions.changes import Actor, Changes, now_timestamp, state_of
-from services.petitions.settings import PetitionsSettings
-from services.petitions.store import PetitionRecords
+from services.petitions import content, lifecycle
+from services.petitions.auth import Metadata
+from services.petitions.changes import Actor, now_timestamp, state_of
+from services.petitions.parts import RpcGroup
 
 Decision = petitions_pb2.ReviewPetitionRequest.Decision
 END_OF_LEGISLATURE = "end of legislature"
@@ -43,21 +42,7 @@ def _legislature_not_current(legislature: str, current: str) -> DomainError:
     )
 
 
-class Admissibility:
-    def __init__(
-        self,
-        settings: PetitionsSettings,
-        records: PetitionRecords,
-        changes: Changes,
-        callers: Callers,
-        catalogue: types.Catalogue,
-    ):
-        self._settings = settings
-        self._records = records
-        self._changes = changes
-        self._callers = callers
-        self._catalogue = catalogue
-
+class Admissibility(RpcGroup):
     async def review(self, request: petitions_pb2.ReviewPetitionRequest, metadata: Metadata) -> petition_pb2.Petition:
         action = {
             petitions_pb2.ReviewPetitionRequest.DECISION_OPEN: lifecycle.Action.OPEN,

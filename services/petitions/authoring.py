@@ -23,12 +23,11 @@ from petitions.v1 import petition_pb2, petitions_pb2
 from servicekit import role_credentials
 from servicekit.errors import DomainError, ErrorKind
 from servicekit.signer_credential import VerifiedCredential
-from services.petitions import content, lifecycle, type_rules, types
-from services.petitions.auth import Callers, Metadata
-from services.petitions.changes import SYSTEM_ACTOR, Actor, Changes, now_timestamp, petition_not_found, state_of
+from services.petitions import content, lifecycle, type_rules
+from services.petitions.auth import Metadata
+from services.petitions.changes import SYSTEM_ACTOR, Actor, now_timestamp, petition_not_found, state_of
 from services.petitions.eligibility import check_eligible
-from services.petitions.settings import PetitionsSettings
-from services.petitions.store import PetitionRecords
+from services.petitions.parts import RpcGroup
 
 log = structlog.get_logger()
 
@@ -51,21 +50,7 @@ def _check_own(petition: petition_pb2.Petition, claims: role_credentials.AuthorC
         )
 
 
-class Authoring:
-    def __init__(
-        self,
-        settings: PetitionsSettings,
-        records: PetitionRecords,
-        changes: Changes,
-        callers: Callers,
-        catalogue: types.Catalogue,
-    ):
-        self._settings = settings
-        self._records = records
-        self._changes = changes
-        self._callers = callers
-        self._catalogue = catalogue
-
+class Authoring(RpcGroup):
     async def create_draft(
         self, request: petitions_pb2.CreateDraftRequest, metadata: Metadata
     ) -> petition_pb2.Petition:

@@ -18,11 +18,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from petitions.v1 import petition_pb2, petitions_pb2
 from servicekit import role_credentials
 from servicekit.errors import DomainError, ErrorKind, invalid
-from services.petitions import committees, content, lifecycle, types
-from services.petitions.auth import Callers, Metadata
-from services.petitions.changes import Changes, now_timestamp
-from services.petitions.settings import PetitionsSettings
-from services.petitions.store import PetitionRecords
+from services.petitions import committees, content, lifecycle
+from services.petitions.auth import Metadata
+from services.petitions.changes import now_timestamp
+from services.petitions.parts import RpcGroup
 
 _OUTCOME_ACTIONS = {
     petition_pb2.Outcome.KIND_RESPONSE: lifecycle.Action.RESPOND,
@@ -55,23 +54,7 @@ def _check_date(field: str, date: Timestamp) -> None:
         raise invalid(field, "must be a date between the years 1 and 9999")
 
 
-class CommitteeWork:
-    def __init__(
-        self,
-        settings: PetitionsSettings,
-        records: PetitionRecords,
-        changes: Changes,
-        callers: Callers,
-        catalogue: types.Catalogue,
-        registry: dict[str, committees.Committee],
-    ):
-        self._settings = settings
-        self._records = records
-        self._changes = changes
-        self._callers = callers
-        self._catalogue = catalogue
-        self._committees = registry
-
+class CommitteeWork(RpcGroup):
     async def suggest(
         self, request: petitions_pb2.SuggestCommitteeRequest, metadata: Metadata
     ) -> petitions_pb2.SuggestCommitteeResponse:

@@ -23,15 +23,16 @@ from servicekit import role_credentials
 from servicekit.errors import DomainError, ErrorKind, invalid
 from servicekit.grpc_server import ServiceServer
 from servicekit.identity_keys import identity_keys
-from servicekit.lifecycle import FactoryApp, RunningServer, background_tasks, run_service
+from servicekit.lifecycle import FactoryApp, RunningServer, background_tasks, run_service, serving
 from servicekit.stores import cassandra_session, kafka_producer
 from services.petitions import committees, content, lifecycle, types
 from services.petitions.admissibility import Admissibility
 from services.petitions.auth import Callers
 from services.petitions.authoring import Authoring
-from services.petitions.changes import SYSTEM_ACTOR, Actor, Changes, now_timestamp, proto_state, state_of
+from services.petitions.changes import SYSTEM_ACTOR, Changes, now_timestamp, proto_state, state_of
 from services.petitions.committee_work import CommitteeWork
 from services.petitions.paging import page_of_messages
+from services.petitions.parts import Parts, RpcGroup
 from services.petitions.publication import Publication
 from services.petitions.settings import PetitionsSettings
 from services.petitions.store import PetitionRecords, open_records
@@ -41,29 +42,16 @@ Context = grpc.aio.ServicerContext[Any, Any]
 log = structlog.get_logger()
 
 
-class PetitionsServicer(petitions_pb2_grpc.PetitionsServicer):
+class PetitionsServicer(RpcGroup, petitions_pb2_grpc.PetitionsServicer):
     """gRPC in, domain calls out: each group of RPCs lives in its own module
     (authoring.py: authors and sponsors; admissibility.py: moderators and the
     legislature; committee_work.py: clerks), this class only routes."""
 
-    def __init__(
-        self,
-        settings: PetitionsSettings,
-        records: PetitionRecords,
-        changes: Changes,
-        callers: Callers,
-        catalogue: types.Catalogue,
-        registry: dict[str, committees.Committee],
-    ):
-        self._settings = settings
-        self._records = records
-        self._changes = changes
-        self._callers = callers
-        self._catalogue = catalogue
-        self._committees = registry
-        self._authoring = Authoring(settings, records, changes, callers, catalogue)
-        self._admissibility = Admissibility(settings, records, changes, callers, catalogue)
-        self._committee_work = CommitteeWork(settings, records, changes, callers, catalogue, registry)
+    def __init__(self, parts: Parts):
+        super().__init__(parts)
+        self._authoring = Authoring(parts)
+        self._admissibility = Admissibility(parts)
+        self._committee_work = CommitteeWork(parts)
 
     # authors and sponsors (authoring.py)
 
@@ -352,17 +340,13 @@ async def create_server(settings: PetitionsSettings) -> AsyncIterator[RunningSer
         background.start(publication.run_sweeper(settings.outbox_retry_seconds), "outbox-sweeper")
         server = ServiceServer([petitions_pb2.DESCRIPTOR.services_by_name["Petitions"].full_name], settings)
         petitions_pb2_grpc.add_PetitionsServicer_to_server(
-            PetitionsServicer(settings, records, changes, Callers(keys), catalogue, registry), server.server
+            PetitionsServicer(Parts(settings, records, changes, Callers(keys), catalogue, registry)), server.server
         )
-        await server.start()
-        # Pushed last, so it runs first: RPCs drain before the stores close.
-        stack.push_async_callback(server.stop, settings.grace_seconds)
+        # Entered last, so it stops first: RPCs drain before the stores close.
+        await stack.enter_async_context(serving(server, settings.grace_seconds))
         yield RunningServer(server.port, background)
 
 
 def main() -> None:
     settings = PetitionsSettings()
     asyncio.run(run_service("petitions", settings, lambda: FactoryApp(lambda: create_server(settings))))
-
-
-__all__ = ["Actor", "create_server", "main"]

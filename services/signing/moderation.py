@@ -9,7 +9,6 @@ time window is asked of the tally, which owns the stored signatures
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -18,15 +17,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from petitions.v1 import events_pb2
 from servicekit.errors import DomainError, ErrorKind, invalid
-from servicekit.petition_ids import PETITION_ID, PETITION_ID_RULE
+from servicekit.signature_selection import check_selection
 from servicekit.text import has_control_characters
 from services.signing.publisher import Overloaded, PublishFailed, SignaturePublisher, signature_key
 
-# Used with fullmatch (whole strings only; `$` would let "...\n" through).
-SIGNER = re.compile(r"\A[0-9a-f]{64}\Z")
-IP_HASH = re.compile(r"\A[0-9a-f]{32}\Z")
 MAX_REASON = 500
-MAX_SIGNERS = 10_000
 
 
 @dataclass(frozen=True)
@@ -39,25 +34,12 @@ class Selection:
     signed_before: float | None = None
 
     def validate(self) -> None:
-        if not PETITION_ID.fullmatch(self.petition_id):
-            raise invalid("petition_id", PETITION_ID_RULE)
+        """Raises INVALID_ARGUMENT naming the first wrong field."""
+        check_selection(self.petition_id, self.signers, self.ip_hash, self.signed_after, self.signed_before)
         if not self.reason.strip() or len(self.reason) > MAX_REASON:
             raise invalid("reason", f"is required, at most {MAX_REASON} characters")
         if has_control_characters(self.reason, multiline=True):
             raise invalid("reason", "must not contain control characters other than line feeds and tabs")
-        if len(self.signers) > MAX_SIGNERS:
-            raise invalid("signers", f"at most {MAX_SIGNERS} per request")
-        for index, signer in enumerate(self.signers):
-            if not SIGNER.fullmatch(signer):
-                raise invalid(f"signers[{index}]", "is not a signer pseudonym (64 hex digits)")
-        if self.ip_hash and not IP_HASH.fullmatch(self.ip_hash):
-            raise invalid("ip_hash", "is not an IP hash (32 hex digits)")
-        if (self.signed_after is None) != (self.signed_before is None):
-            raise invalid("signed_before", "a time window needs both signed_after and signed_before")
-        if self.signed_after is not None and self.signed_before is not None and self.signed_after >= self.signed_before:
-            raise invalid("signed_before", "must be after signed_after")
-        if not self.signers and not self.ip_hash and self.signed_after is None:
-            raise invalid("signers", "give signers, an ip_hash or a time window")
 
 
 # The signers of the stored signatures not yet invalidated that the
@@ -71,9 +53,10 @@ class SignatureModeration:
         self._stored = stored
         self._publisher = publisher
 
-    async def invalidate(self, selection: Selection, credential: str) -> int:
+    async def invalidate(self, selection: Selection, credential: str, decided_by: tuple[str, str]) -> int:
         """credential: the administrator's staff credential, forwarded to
-        the tally when the stored signatures are asked for."""
+        the tally when the stored signatures are asked for; decided_by: that
+        administrator's pseudonym and name, recorded in every event."""
         selection.validate()
         chosen = set(selection.signers)
         if selection.ip_hash or selection.signed_after is not None:
@@ -85,7 +68,12 @@ class SignatureModeration:
         for signer in sorted(chosen):
             event = events_pb2.SignatureEvent(
                 invalidated=events_pb2.SignatureInvalidated(
-                    petition_id=selection.petition_id, signer=signer, reason=selection.reason, invalidated_at=now
+                    petition_id=selection.petition_id,
+                    signer=signer,
+                    reason=selection.reason,
+                    invalidated_at=now,
+                    invalidated_by=decided_by[0],
+                    invalidated_by_name=decided_by[1],
                 )
             )
             try:

@@ -6,18 +6,11 @@ the invalidations."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
-from servicekit.errors import invalid
-from servicekit.petition_ids import PETITION_ID, PETITION_ID_RULE
-
-# Used with fullmatch (whole strings only; `$` would let "...\n" through).
-SIGNER = re.compile(r"\A[0-9a-f]{64}\Z")
-IP_HASH = re.compile(r"\A[0-9a-f]{32}\Z")
-MAX_SIGNERS = 10_000
+from servicekit.signature_selection import check_selection
 
 
 @dataclass(frozen=True)
@@ -41,21 +34,7 @@ class SignatureQuery:
 
     def validate(self) -> None:
         """Raises INVALID_ARGUMENT naming the first wrong field."""
-        if not PETITION_ID.fullmatch(self.petition_id):
-            raise invalid("petition_id", PETITION_ID_RULE)
-        if len(self.signers) > MAX_SIGNERS:
-            raise invalid("signers", f"at most {MAX_SIGNERS} per request")
-        for index, signer in enumerate(self.signers):
-            if not SIGNER.fullmatch(signer):
-                raise invalid(f"signers[{index}]", "is not a signer pseudonym (64 hex digits)")
-        if self.ip_hash and not IP_HASH.fullmatch(self.ip_hash):
-            raise invalid("ip_hash", "is not an IP hash (32 hex digits)")
-        if (self.signed_after is None) != (self.signed_before is None):
-            raise invalid("signed_before", "a time window needs both signed_after and signed_before")
-        if self.signed_after is not None and self.signed_before is not None and self.signed_after >= self.signed_before:
-            raise invalid("signed_before", "must be after signed_after")
-        if not self.signers and not self.ip_hash and self.signed_after is None:
-            raise invalid("signers", "give signers, an ip_hash or a time window")
+        check_selection(self.petition_id, self.signers, self.ip_hash, self.signed_after, self.signed_before)
 
     @cached_property
     def _signer_set(self) -> frozenset[str]:
