@@ -105,53 +105,33 @@ class PetitionLife:
 
     # Staff: a Bearer staff credential only.
 
-    async def review(self, request: web.Request) -> web.Response:
+    async def _staff_change(self, request: web.Request, body: Message, rpc: str) -> web.Response:
+        """A staff change of the petition in the path: the body is the
+        request message (minus petition_id), sent with the staff credential."""
         # The credential first: a caller without one learns nothing of the body's rules.
         metadata = bearer_metadata(staff_credential_of(request))
         petition = petition_id(request)
-        body = await message_body(request, petitions_pb2.ReviewPetitionRequest(), IN_PATH)
-        body.petition_id = petition
-        return await self._call(request, lambda stub, t: stub.ReviewPetition(body, metadata=metadata, timeout=t))
+        body = await message_body(request, body, IN_PATH)
+        body.petition_id = petition  # type: ignore[attr-defined]
+        return await self._call(request, lambda stub, t: getattr(stub, rpc)(body, metadata=metadata, timeout=t))
+
+    async def review(self, request: web.Request) -> web.Response:
+        return await self._staff_change(request, petitions_pb2.ReviewPetitionRequest(), "ReviewPetition")
 
     async def assign(self, request: web.Request) -> web.Response:
-        # The credential first: a caller without one learns nothing of the body's rules.
-        metadata = bearer_metadata(staff_credential_of(request))
-        petition = petition_id(request)
-        body = await message_body(request, petitions_pb2.AssignCommitteeRequest(), IN_PATH)
-        body.petition_id = petition
-        return await self._call(request, lambda stub, t: stub.AssignCommittee(body, metadata=metadata, timeout=t))
+        return await self._staff_change(request, petitions_pb2.AssignCommitteeRequest(), "AssignCommittee")
 
     async def name_rapporteur(self, request: web.Request) -> web.Response:
-        # The credential first: a caller without one learns nothing of the body's rules.
-        metadata = bearer_metadata(staff_credential_of(request))
-        petition = petition_id(request)
-        body = await message_body(request, petitions_pb2.NameRapporteurRequest(), IN_PATH)
-        body.petition_id = petition
-        return await self._call(request, lambda stub, t: stub.NameRapporteur(body, metadata=metadata, timeout=t))
+        return await self._staff_change(request, petitions_pb2.NameRapporteurRequest(), "NameRapporteur")
 
     async def class_petition(self, request: web.Request) -> web.Response:
-        # The credential first: a caller without one learns nothing of the body's rules.
-        metadata = bearer_metadata(staff_credential_of(request))
-        petition = petition_id(request)
-        body = await message_body(request, petitions_pb2.ClassPetitionRequest(), IN_PATH)
-        body.petition_id = petition
-        return await self._call(request, lambda stub, t: stub.ClassPetition(body, metadata=metadata, timeout=t))
+        return await self._staff_change(request, petitions_pb2.ClassPetitionRequest(), "ClassPetition")
 
     async def close(self, request: web.Request) -> web.Response:
-        # The credential first: a caller without one learns nothing of the body's rules.
-        metadata = bearer_metadata(staff_credential_of(request))
-        petition = petition_id(request)
-        body = await message_body(request, petitions_pb2.ClosePetitionRequest(), IN_PATH)
-        body.petition_id = petition
-        return await self._call(request, lambda stub, t: stub.ClosePetition(body, metadata=metadata, timeout=t))
+        return await self._staff_change(request, petitions_pb2.ClosePetitionRequest(), "ClosePetition")
 
     async def record_outcome(self, request: web.Request) -> web.Response:
-        # The credential first: a caller without one learns nothing of the body's rules.
-        metadata = bearer_metadata(staff_credential_of(request))
-        petition = petition_id(request)
-        body = await message_body(request, petitions_pb2.RecordOutcomeRequest(), IN_PATH)
-        body.petition_id = petition
-        return await self._call(request, lambda stub, t: stub.RecordOutcome(body, metadata=metadata, timeout=t))
+        return await self._staff_change(request, petitions_pb2.RecordOutcomeRequest(), "RecordOutcome")
 
     async def close_legislature(self, request: web.Request) -> web.Response:
         # The credential first: an anonymous caller learns nothing of the body's rules.
