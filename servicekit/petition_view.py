@@ -54,6 +54,7 @@ from servicekit.metric_defs import (
 )
 from servicekit.petition_ids import PETITION_ID
 from servicekit.settings import CommonSettings
+from servicekit.stores import kafka_options, start_kafka_client
 
 T = TypeVar("T")
 log = structlog.get_logger()
@@ -227,15 +228,15 @@ class PetitionView:
         topic when they are not there yet."""
         topic = topic or settings.petition_state_topic
         view = cls()
-        partitions = await _partitions_of(settings.kafka_bootstrap, topic)
+        partitions = await _partitions_of(settings, topic)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **kafka_options(settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
-        await consumer.start()
+        await start_kafka_client(consumer, settings, "consumer")
         view._consumer, view._partitions = consumer, partitions
         try:
             consumer.assign(partitions)
@@ -418,13 +419,13 @@ def _flatten(
     return [record for records in batches.values() for record in records]
 
 
-async def _partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
+async def _partitions_of(settings: CommonSettings, topic: str) -> list[TopicPartition]:
     """The topic's partitions, waiting for Kafka and for the topic (which
     `petitions migrate` creates) as long as it takes."""
 
     async def describe() -> list[TopicPartition]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
+        admin = AIOKafkaAdminClient(**kafka_options(settings))
+        await start_kafka_client(admin, settings, "admin client")
         try:
             described = await admin.describe_topics([topic])
         finally:

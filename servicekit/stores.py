@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
+    AuthenticationFailedError,
     InvalidProducerEpoch,
+    KafkaConnectionError,
     KafkaError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
+    SaslAuthenticationFailed,
     UnknownProducerId,
 )
+from cassandra import ConsistencyLevel
+from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
-from cassandra.policies import DCAwareRoundRobinPolicy
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from redis.asyncio.sentinel import Sentinel
 
 from servicekit.settings import CommonSettings
 
@@ -31,19 +41,61 @@ REDIS_MAX_CONNECTIONS = 200
 REDIS_POOL_WAIT_SECONDS = 2.0
 
 
+REDIS_SOCKET_SECONDS = 5.0
+
+
 def redis_client(settings: CommonSettings) -> aioredis.Redis:
     """A pooled asyncio Redis client; bytes in, bytes out. The pool is
     bounded and blocking: a burst queues briefly for a connection instead of
-    opening one per request or failing with "too many connections"."""
+    opening one per request or failing with "too many connections".
+
+    With settings.redis_sentinels the client asks the sentinels for the
+    current primary, and asks again whenever a connection to it fails or
+    finds it demoted (a read-only replica), so a failover costs the calls in
+    flight during it, not a restart of the service."""
+    if settings.redis_sentinels:
+        return _sentinel_primary(settings)
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=REDIS_MAX_CONNECTIONS,
         timeout=REDIS_POOL_WAIT_SECONDS,
-        socket_timeout=5.0,
-        socket_connect_timeout=5.0,
+        socket_timeout=REDIS_SOCKET_SECONDS,
+        socket_connect_timeout=REDIS_SOCKET_SECONDS,
         health_check_interval=30,
     )
     return aioredis.Redis(connection_pool=pool)
+
+
+def _sentinel_primary(settings: CommonSettings) -> aioredis.Redis:
+    url = urlsplit(settings.redis_url)
+    database = int(url.path.lstrip("/") or 0)
+    password = unquote(url.password) if url.password else None
+    sentinels = [_host_port(address) for address in settings.redis_sentinels]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinels,
+        socket_timeout=REDIS_SOCKET_SECONDS,
+        socket_connect_timeout=REDIS_SOCKET_SECONDS,
+        # What the sentinels themselves are asked with.
+        sentinel_kwargs={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+        db=database,
+        password=password,
+        health_check_interval=30,
+    )
+    # SentinelConnectionPool is not a blocking pool; its bound makes a burst
+    # beyond it fail fast ("too many connections") rather than queue.
+    primary: aioredis.Redis = sentinel.master_for(
+        settings.redis_sentinel_service,
+        redis_class=aioredis.Redis,
+        max_connections=REDIS_MAX_CONNECTIONS,
+    )
+    return primary
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise SystemExit(f"{address!r} is not host:port")
+    return host, int(port)
 
 
 @contextlib.asynccontextmanager
@@ -60,12 +112,84 @@ async def redis_connection(settings: CommonSettings) -> AsyncIterator[aioredis.R
         await client.aclose(close_connection_pool=True)
 
 
+def kafka_options(settings: CommonSettings) -> dict[str, Any]:
+    """The connection arguments every aiokafka client of ours takes
+    (producer, consumer, admin): where the brokers are and how to log in.
+    Spread into the constructor: AIOKafkaConsumer(**kafka_options(s), ...)."""
+    options: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap}
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return options
+    if not settings.kafka_username:
+        raise SystemExit("PETITIONS_KAFKA_USERNAME is required with PETITIONS_KAFKA_SECURITY_PROTOCOL=SASL_SSL")
+    context = ssl.create_default_context(cafile=str(settings.kafka_ca_file) if settings.kafka_ca_file else None)
+    return {
+        **options,
+        "security_protocol": "SASL_SSL",
+        "ssl_context": context,
+        "sasl_mechanism": settings.kafka_sasl_mechanism,
+        "sasl_plain_username": settings.kafka_username,
+        "sasl_plain_password": settings.read_optional_secret(settings.kafka_password_file, "Kafka"),
+    }
+
+
+class KafkaLoginRefused(SystemExit):
+    """The brokers refused our credentials or our TLS handshake: a
+    configuration error, reported once at start with what to check."""
+
+
+async def start_kafka_client(client: Any, settings: CommonSettings, role: str) -> None:
+    """Starts an aiokafka producer, consumer or admin client. A refused
+    login becomes a start-up error that names the broker and the user:
+    aiokafka itself only logs it and reports "Unable to bootstrap", which
+    reads like a broker that is down."""
+    try:
+        await client.start()
+    except KafkaConnectionError:
+        refusal = await _login_refusal(settings) if settings.kafka_security_protocol != "PLAINTEXT" else None
+        if refusal is None:
+            raise
+        with contextlib.suppress(Exception):
+            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+        raise KafkaLoginRefused(
+            f"Kafka {role}: {refusal} (user {settings.kafka_username!r}, {settings.kafka_sasl_mechanism}"
+            f" over {settings.kafka_security_protocol}; check PETITIONS_KAFKA_USERNAME,"
+            " PETITIONS_KAFKA_PASSWORD_FILE and PETITIONS_KAFKA_CA_FILE)"
+        ) from None
+
+
+async def _login_refusal(settings: CommonSettings) -> str | None:
+    """Logs in to each bootstrap broker in turn; says which one refused the
+    TLS handshake or the credentials, or None if none did."""
+    options = kafka_options(settings)
+    for address in settings.kafka_bootstrap.split(","):
+        host, port = _host_port(address.strip())
+        try:
+            connection = await create_conn(
+                host,
+                port,
+                ssl_context=options["ssl_context"],
+                security_protocol=options["security_protocol"],
+                sasl_mechanism=options["sasl_mechanism"],
+                sasl_plain_username=options["sasl_plain_username"],
+                sasl_plain_password=options["sasl_plain_password"],
+            )
+        except (SaslAuthenticationFailed, AuthenticationFailedError) as error:
+            return f"the broker at {address} refused the login: {error}"
+        except ssl.SSLError as error:
+            return f"the TLS handshake with the broker at {address} failed: {error}"
+        except (TimeoutError, OSError, KafkaError):
+            continue
+        connection.close()
+        return None
+    return None
+
+
 def idempotent_producer(settings: CommonSettings, *, linger_ms: int = 2) -> AIOKafkaProducer:
     """A producer that never duplicates or reorders a partition's messages on
     retry (enable_idempotence implies acks=all), so an acknowledged send is on
     every in-sync replica."""
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_options(settings),
         enable_idempotence=True,
         acks="all",
         linger_ms=linger_ms,
@@ -96,7 +220,7 @@ class ReplaceableProducer:
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        await self._producer.start()
+        await start_kafka_client(self._producer, self._settings, "producer")
         self._started = True
 
     async def stop(self) -> None:
@@ -133,15 +257,46 @@ class ReplaceableProducer:
             self._started = True
 
 
-def cassandra_cluster(hosts: Sequence[str], port: int, connect_timeout: float = 10) -> Cluster:
-    """A driver Cluster for the given contact points, configured one way everywhere."""
-    profile = ExecutionProfile(load_balancing_policy=DCAwareRoundRobinPolicy(), request_timeout=30)
+def cassandra_cluster(
+    hosts: Sequence[str],
+    port: int,
+    connect_timeout: float = 10,
+    *,
+    datacenter: str | None = None,
+    consistency: str = "LOCAL_QUORUM",
+    username: str = "",
+    password: str = "",
+) -> Cluster:
+    """A driver Cluster for the given contact points, configured one way
+    everywhere: queries stay in the local data centre, token-aware (to a
+    replica of the partition), at `consistency`; conditional writes (LWT)
+    at LOCAL_SERIAL, the matching Paxos quorum."""
+    profile = ExecutionProfile(
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=datacenter)),
+        request_timeout=30,
+        consistency_level=ConsistencyLevel.name_to_value[consistency],
+        serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
+    )
     return Cluster(
         list(hosts),
         port=port,
         protocol_version=5,
         connect_timeout=connect_timeout,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        auth_provider=PlainTextAuthProvider(username, password) if username else None,
+    )
+
+
+def cassandra_cluster_for(settings: CommonSettings, connect_timeout: float = 10) -> Cluster:
+    """cassandra_cluster() as the settings say."""
+    return cassandra_cluster(
+        settings.cassandra_hosts,
+        settings.cassandra_port,
+        connect_timeout,
+        datacenter=settings.cassandra_datacenter,
+        consistency=settings.cassandra_consistency,
+        username=settings.cassandra_username,
+        password=settings.read_optional_secret(settings.cassandra_password_file, "Cassandra"),
     )
 
 
@@ -153,7 +308,7 @@ class CassandraSession:
     """
 
     def __init__(self, settings: CommonSettings):
-        self._cluster = cassandra_cluster(settings.cassandra_hosts, settings.cassandra_port)
+        self._cluster = cassandra_cluster_for(settings)
         self.keyspace = settings.keyspace
         self._session: Session | None = None
 

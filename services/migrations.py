@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from servicekit.settings import CommonSettings
-from servicekit.stores import CassandraSession
+from servicekit.stores import CassandraSession, kafka_options, start_kafka_client
 
 
 def cassandra_statements(settings: CommonSettings) -> list[str]:
@@ -120,8 +120,8 @@ async def migrate_cassandra(settings: CommonSettings) -> None:
 
 async def migrate_kafka(settings: CommonSettings) -> list[str]:
     """Creates missing topics; returns the names it created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30_000)
-    await admin.start()
+    admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=30_000)
+    await start_kafka_client(admin, settings, "admin client")
     try:
         existing = set(await admin.list_topics())
         missing = [topic for topic in topics(settings) if topic.name not in existing]

@@ -24,8 +24,10 @@ from servicekit.stores import (
     CassandraSession,
     ReplaceableProducer,
     cassandra_session,
+    kafka_options,
     kafka_producer,
     redis_connection,
+    start_kafka_client,
 )
 from services.tally.archive import SignatureArchive
 from services.tally.consumer import DrainOnRevoke, SignatureConsumer
@@ -138,9 +140,9 @@ def log_consumer(settings: TallySettings, consuming: bool) -> AIOKafkaConsumer:
     one, only for the log's partitions and end offsets. Not started: a
     consumer subscribes (with its rebalance listener) before it starts."""
     if not consuming:
-        return AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+        return AIOKafkaConsumer(**kafka_options(settings), enable_auto_commit=False)
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_options(settings),
         group_id=settings.consumer_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -151,9 +153,9 @@ def log_consumer(settings: TallySettings, consuming: bool) -> AIOKafkaConsumer:
 
 
 @asynccontextmanager
-async def started(consumer: AIOKafkaConsumer) -> AsyncIterator[AIOKafkaConsumer]:
+async def started(consumer: AIOKafkaConsumer, settings: TallySettings) -> AsyncIterator[AIOKafkaConsumer]:
     """A started consumer, stopped (leaving its group) when the block ends."""
-    await consumer.start()
+    await start_kafka_client(consumer, settings, "consumer")
     try:
         yield consumer
     finally:
@@ -239,7 +241,7 @@ async def create_server(settings: TallySettings) -> AsyncIterator[RunningServer]
             )
             await watcher.republish_pending()
             loop = consume_loop(settings, consumer, db, counters, view, watcher, producer)
-        await stack.enter_async_context(started(consumer))
+        await stack.enter_async_context(started(consumer, settings))
         if loop is not None:
             # Runs once the background loops have stopped (entered before
             # them) and before the consumer leaves the group (entered after
