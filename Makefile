@@ -15,16 +15,29 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
+# PROFILE=cluster: the production topology (3 Kafka nodes with TLS and
+# SCRAM, 3 Cassandra nodes at RF 3, Redis with Sentinel, two processes of
+# each service) under .run/cluster, beside the single stack
+# (deploy/local/cluster.py).
+PROFILE ?= single
+ifeq ($(PROFILE),cluster)
+SYSTEM := deploy.local.cluster
+else ifeq ($(PROFILE),single)
+SYSTEM := deploy.local.system
+else
+$(error PROFILE must be single or cluster, not $(PROFILE))
+endif
+
 ## Start everything: Kafka, Cassandra, Redis, the services, a demo petition.
 up: $(INSTALLED)
-	$(PY) -m deploy.local.system up
+	$(PY) -m $(SYSTEM) up
 
 ## Stop exactly what `make up` started.
 down: $(INSTALLED)
-	$(PY) -m deploy.local.system down
+	$(PY) -m $(SYSTEM) down
 
 status: $(INSTALLED)
-	$(PY) -m deploy.local.system status
+	$(PY) -m $(SYSTEM) status
 
 ## Lint, type-check, then the whole suite against the real stack.
 test: $(INSTALLED) lint

@@ -13,9 +13,10 @@ import asyncio
 import json
 import os
 import sys
+import time
 import urllib.request
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 
 import grpc
@@ -39,10 +40,16 @@ DEV_AUDIENCE = "petitions-dev"
 # (to deposit a petition, and for staff).
 DEV_ANONYMOUS_ISSUER = "http://127.0.0.1:8461"
 DEV_IDENTIFIED_ISSUER = "http://127.0.0.1:8462"
-DEV_ISSUERS: list[dict[str, object]] = [
-    {"issuer": DEV_ANONYMOUS_ISSUER, "audience": DEV_AUDIENCE, "mode": "anonymous", "serves_adults_only": True},
-    {"issuer": DEV_IDENTIFIED_ISSUER, "audience": DEV_AUDIENCE, "mode": "identified"},
-]
+
+
+def dev_issuers(anonymous: str, identified: str) -> list[dict[str, object]]:
+    return [
+        {"issuer": anonymous, "audience": DEV_AUDIENCE, "mode": "anonymous", "serves_adults_only": True},
+        {"issuer": identified, "audience": DEV_AUDIENCE, "mode": "identified"},
+    ]
+
+
+DEV_ISSUERS = dev_issuers(DEV_ANONYMOUS_ISSUER, DEV_IDENTIFIED_ISSUER)
 # The dev staff: identified personas of the second provider, by role.
 DEV_STAFF = {"staff-moderator": ["moderator"], "staff-clerk": ["clerk"], "staff-admin": ["administrator"]}
 
@@ -61,6 +68,9 @@ class Service:
     # A port of this process alone, when it shares `port` with other
     # processes of its service: its readiness is checked there.
     process_port: int = 0
+    # More of this process's own environment (the cluster profile gives each
+    # service its address here, where `make up` relies on the defaults).
+    extra_env: Mapping[str, str] = field(default_factory=dict)
 
     def argv(self, layout: Layout) -> list[str]:
         return [sys.executable, "-m", self.module, *self.arguments(layout)]
@@ -70,7 +80,7 @@ class Service:
         if self.process_port:
             env["PETITIONS_GRPC_SHARED_ADDRESS"] = "true"
             env["PETITIONS_GRPC_PROCESS_ADDRESS"] = f"127.0.0.1:{self.process_port}"
-        return env
+        return {**env, **self.extra_env}
 
     def ready(self) -> bool:
         if self.kind == "tcp":
@@ -135,27 +145,63 @@ def _http_ready(url: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class DevEndpoints:
+    """Where a profile's dev providers and services answer, for the
+    environment and the demo petition."""
+
+    anonymous_issuer: str = DEV_ANONYMOUS_ISSUER
+    identified_issuer: str = DEV_IDENTIFIED_ISSUER
+    identity_address: str = "127.0.0.1:50061"
+    petitions_address: str = "127.0.0.1:50064"
+
+
 class System:
-    def __init__(self, layout: Layout):
+    """A stack (started in `steps`, each step's components at once), the
+    schema, and the services. `make up` is the default; the cluster profile
+    (deploy/local/cluster.py) gives its own stack, steps, store settings,
+    services and endpoints."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        *,
+        stack: Stack | None = None,
+        steps: Sequence[Sequence[str]] = (ORDER,),
+        store_settings: Mapping[str, object] | None = None,
+        store_env: Mapping[str, str] | None = None,
+        services: Sequence[Service] = SERVICES,
+        endpoints: DevEndpoints = DevEndpoints(),
+    ):
         self.layout = layout
-        self.stack = Stack(layout)
+        self.stack = stack or Stack(layout)
+        self.steps = [tuple(step) for step in steps]
+        self.services = tuple(services)
+        self.endpoints = endpoints
+        self._store_settings = dict(store_settings) if store_settings is not None else None
+        self._store_env = dict(store_env) if store_env is not None else layout.service_env()
 
     def env(self) -> dict[str, str]:
+        issuers = dev_issuers(self.endpoints.anonymous_issuer, self.endpoints.identified_issuer)
         return {
             **os.environ,
-            **self.layout.service_env(),
+            **self._store_env,
             "PETITIONS_SECRETS_DIR": str(self.layout.run_dir / "secrets"),
-            "PETITIONS_OIDC_ISSUERS": json.dumps(DEV_ISSUERS),
+            "PETITIONS_OIDC_ISSUERS": json.dumps(issuers),
             "PETITIONS_STAFF_ROLES": json.dumps(
                 [
-                    {"issuer": DEV_IDENTIFIED_ISSUER, "subject": f"dev-persona:{persona}", "roles": roles}
+                    {"issuer": self.endpoints.identified_issuer, "subject": f"dev-persona:{persona}", "roles": roles}
                     for persona, roles in DEV_STAFF.items()
                 ]
             ),
-            "PETITIONS_DEVIDP_IDENTIFIED_URL": str(DEV_IDENTIFIED_ISSUER),
+            "PETITIONS_DEVIDP_IDENTIFIED_URL": self.endpoints.identified_issuer,
         }
 
     def settings(self) -> CommonSettings:
+        if self._store_settings is not None:
+            return CommonSettings.model_validate(
+                {**self._store_settings, "secrets_dir": self.layout.run_dir / "secrets"}
+            )
         return CommonSettings.model_validate(
             {
                 "kafka_bootstrap": f"127.0.0.1:{self.layout.ports.kafka}",
@@ -166,24 +212,41 @@ class System:
         )
 
     def up(self, say: Callable[[str], None]) -> None:
-        for name, line in self.stack.up(ORDER).items():
-            say(f"{name:10} {line}")
+        began = time.monotonic()
+        for step in self.steps:
+            for name, line in self.stack.up(step).items():
+                say(f"{name:10} {line}")
+        say(f"{'stack':10} ready after {time.monotonic() - began:.1f} s")
         settings = self.settings()
         created = ensure_dev_secrets(settings.secrets_dir)
         if created:
             say(f"{'secrets':10} created {len(created)} files in {settings.secrets_dir}")
+        step_began = time.monotonic()
         new_topics = asyncio.run(migrate(settings))
-        say(f"{'schema':10} keyspace {settings.keyspace} ready; new topics: {', '.join(new_topics) or 'none'}")
-        for service in SERVICES:
-            files = ProcessFiles.under(self.layout.run_dir, service.name)
-            pid = processes.running_pid(files)
-            if pid is None:
-                env = {**self.env(), **service.env()}
-                processes.start(files, service.argv(self.layout), env, REPO)
-            waited = processes.wait_ready(files, service.ready, SERVICE_START_SECONDS)
-            state = f"already running (pid {pid})" if pid else f"ready after {waited:.1f} s"
-            say(f"{service.name:10} {state}, port {service.port}")
+        say(
+            f"{'schema':10} keyspace {settings.keyspace} ready; new topics: {', '.join(new_topics) or 'none'}"
+            f" ({time.monotonic() - step_began:.1f} s)"
+        )
+        # The processes of one service start together (on 2 cores that halves
+        # the cluster profile's wait); services start in order, as each may
+        # ask the one before (identity's keys) when it starts.
+        for group in _by_module(self.services):
+            group_began = time.monotonic()
+            running = {}
+            for service in group:
+                files = ProcessFiles.under(self.layout.run_dir, service.name)
+                running[service.name] = processes.running_pid(files)
+                if running[service.name] is None:
+                    env = {**self.env(), **service.env()}
+                    processes.start(files, service.argv(self.layout), env, REPO)
+            for service in group:
+                files = ProcessFiles.under(self.layout.run_dir, service.name)
+                processes.wait_ready(files, service.ready, SERVICE_START_SECONDS)
+                pid = running[service.name]
+                state = f"already running (pid {pid})" if pid else f"ready after {time.monotonic() - group_began:.1f} s"
+                say(f"{service.name:10} {state}, port {service.port}")
         say(f"{'demo':10} {self._create_demo_petition(settings)}")
+        say(f"{'total':10} up after {time.monotonic() - began:.1f} s")
 
     def _create_demo_petition(self, settings: CommonSettings) -> str:
         """Creates the demo petition as the dev administrator, whose staff
@@ -192,15 +255,15 @@ class System:
             {"persona": "staff-admin", "audience": DEV_AUDIENCE, "identified": True, "birthdate": "1980-01-01"}
         ).encode()
         request = urllib.request.Request(
-            f"{DEV_IDENTIFIED_ISSUER}/dev/id-token", body, {"content-type": "application/json"}
+            f"{self.endpoints.identified_issuer}/dev/id-token", body, {"content-type": "application/json"}
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             id_token = str(json.load(response)["id_token"])
-        with grpc.insecure_channel("127.0.0.1:50061") as channel:
+        with grpc.insecure_channel(self.endpoints.identity_address) as channel:
             staff = identity_pb2_grpc.IdentityStub(channel).ExchangeStaffIdToken(
                 identity_pb2.ExchangeStaffIdTokenRequest(id_token=id_token), timeout=10
             )
-        with grpc.insecure_channel("127.0.0.1:50064") as channel:
+        with grpc.insecure_channel(self.endpoints.petitions_address) as channel:
             stub = petitions_pb2_grpc.PetitionsStub(channel)
             try:
                 stub.CreatePetition(
@@ -220,21 +283,32 @@ class System:
         return f"petition '{DEMO_PETITION}' created and open"
 
     def down(self, say: Callable[[str], None]) -> None:
-        for service in reversed(SERVICES):
+        for service in reversed(self.services):
             stopped = processes.stop(ProcessFiles.under(self.layout.run_dir, service.name), SERVICE_STOP_SECONDS)
             say(f"{service.name:10} {'stopped' if stopped else 'was not running'}")
-        for name, line in self.stack.down(ORDER).items():
+        for name, line in self.stack.down(self.stack.order).items():
             say(f"{name:10} {line}")
 
     def status(self, say: Callable[[str], None]) -> None:
         for item in self.stack.status():
             state = f"running (pid {item.pid})" if item.pid else "stopped"
-            say(f"{item.name:10} {state:22} port {item.port:<6} log {item.log_file}")
-        for service in SERVICES:
+            say(f"{item.name:18} {state:22} port {item.port:<6} log {item.log_file}")
+        for service in self.services:
             files = ProcessFiles.under(self.layout.run_dir, service.name)
             pid = processes.running_pid(files)
             state = f"running (pid {pid})" if pid else "stopped"
-            say(f"{service.name:10} {state:22} port {service.port:<6} log {files.log_file}")
+            say(f"{service.name:18} {state:22} port {service.port:<6} log {files.log_file}")
+
+
+def _by_module(services: Sequence[Service]) -> list[list[Service]]:
+    """Consecutive services of the same module, grouped."""
+    groups: list[list[Service]] = []
+    for service in services:
+        if groups and groups[-1][0].module == service.module and service.kind != "tcp":
+            groups[-1].append(service)
+        else:
+            groups.append([service])
+    return groups
 
 
 NEXT_STEPS = """
