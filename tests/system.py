@@ -13,6 +13,7 @@ import re
 import time
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,14 +35,17 @@ from petitions.v1 import (
     tally_pb2_grpc,
 )
 from servicekit.settings import CommonSettings
-from servicekit.stores import cassandra_cluster
+from servicekit.stores import cassandra_cluster_for, kafka_options
 from tests.harness import Namespace
 from tests.waiting import eventually
 
 
-async def topic_partitions(bootstrap: str, topics: list[str]) -> list[list[TopicPartition]]:
-    """Each topic's partitions, as the broker describes them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def topic_partitions(
+    bootstrap: str, topics: list[str], options: Mapping[str, Any] | None = None
+) -> list[list[TopicPartition]]:
+    """Each topic's partitions, as the broker describes them; `options` are
+    kafka_options() of a secured cluster (its login), bootstrap wins."""
+    admin = AIOKafkaAdminClient(**{**(options or {}), "bootstrap_servers": bootstrap})
     await admin.start()
     try:
         described = await admin.describe_topics(topics)
@@ -60,6 +64,11 @@ class KafkaRecord:
 
 
 class SystemClient:
+    """The system of one namespace on the stores `stack` describes: the
+    single local stack, or a replicated, authenticated cluster (every Kafka
+    client it builds logs in with kafka_options(stack), Cassandra is reached
+    as cassandra_cluster_for(stack) says)."""
+
     def __init__(self, namespace: Namespace, stack: CommonSettings):
         self.namespace = namespace
         self.stack = stack
@@ -72,7 +81,7 @@ class SystemClient:
         self.petitions = petitions_pb2_grpc.PetitionsStub(self.channels["petitions"])
         self._staff: dict[str, tuple[float, str]] = {}
         self.tally = tally_pb2_grpc.TallyStub(self.channels["tally"])
-        self._cluster = cassandra_cluster(stack.cassandra_hosts, stack.cassandra_port)
+        self._cluster = cassandra_cluster_for(stack)
         self.cassandra: Session = self._cluster.connect(namespace.keyspace)
         self._personas: dict[str, tuple[str, str, str]] = {}
         # Every raw identity the tests used (subjects, names, emails): none
@@ -87,6 +96,15 @@ class SystemClient:
     @property
     def signatures_topic(self) -> str:
         return f"{self.namespace.topic_prefix}signatures"
+
+    def kafka(self, bootstrap: str = "", **extra: Any) -> dict[str, Any]:
+        """Arguments for an aiokafka client of this system's Kafka (its
+        login when secured), or of another cluster at `bootstrap`, plus
+        `extra`."""
+        options = kafka_options(self.stack)
+        if bootstrap:
+            options["bootstrap_servers"] = bootstrap
+        return {**options, **extra}
 
     # identity
 
@@ -329,8 +347,10 @@ class SystemClient:
         return asyncio.run(self._committed_offsets(partitions, topic, group))
 
     async def _end_offsets(self, topic: str = "") -> dict[int, int]:
-        partitions = (await topic_partitions(self.stack.kafka_bootstrap, [topic or self.signatures_topic]))[0]
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.stack.kafka_bootstrap)
+        partitions = (
+            await topic_partitions(self.stack.kafka_bootstrap, [topic or self.signatures_topic], self.kafka())
+        )[0]
+        consumer = AIOKafkaConsumer(**self.kafka())
         await consumer.start()
         try:
             ends = await consumer.end_offsets(partitions)
@@ -340,9 +360,7 @@ class SystemClient:
 
     async def _committed_offsets(self, partitions: list[int], topic: str = "", group: str = "") -> dict[int, int]:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.stack.kafka_bootstrap,
-            group_id=group or self.namespace.consumer_group,
-            enable_auto_commit=False,
+            **self.kafka(group_id=group or self.namespace.consumer_group, enable_auto_commit=False)
         )
         await consumer.start()
         try:
@@ -357,14 +375,10 @@ class SystemClient:
     def read_record(self, partition: int, offset: int, *, bootstrap: str = "", topic: str = "") -> KafkaRecord:
         """One record of the signatures topic (or another topic, on another
         cluster), by position."""
-        return asyncio.run(
-            self._read_record(
-                partition, offset, bootstrap or self.stack.kafka_bootstrap, topic or self.signatures_topic
-            )
-        )
+        return asyncio.run(self._read_record(partition, offset, bootstrap, topic or self.signatures_topic))
 
     async def _read_record(self, partition: int, offset: int, bootstrap: str, topic: str) -> KafkaRecord:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**self.kafka(bootstrap, enable_auto_commit=False))
         await consumer.start()
         try:
             tp = TopicPartition(topic, partition)
@@ -378,11 +392,16 @@ class SystemClient:
     def records_with_key(self, key: bytes, topic: str = "") -> list[KafkaRecord]:
         """Every record on a topic (signatures by default) with this key,
         reading every partition to its end."""
-        return asyncio.run(self._records_with_key(key, topic or self.signatures_topic))
+        return asyncio.run(self._records(topic or self.signatures_topic, key))
 
-    async def _records_with_key(self, key: bytes, topic: str) -> list[KafkaRecord]:
+    def all_records(self, topic: str = "") -> list[KafkaRecord]:
+        """Every record on a topic (signatures by default), every partition
+        read from its beginning to the end it had when the call began."""
+        return asyncio.run(self._records(topic or self.signatures_topic, None))
+
+    async def _records(self, topic: str, key: bytes | None) -> list[KafkaRecord]:
         ends = await self._end_offsets(topic)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.stack.kafka_bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**self.kafka(enable_auto_commit=False))
         await consumer.start()
         found: list[KafkaRecord] = []
         try:
@@ -398,7 +417,7 @@ class SystemClient:
                     found += [
                         KafkaRecord(r.partition, r.offset, r.key or b"", r.value or b"")
                         for r in records
-                        if r.key == key
+                        if (key is None or r.key == key) and r.offset < ends[tp.partition]
                     ]
                     if records[-1].offset + 1 >= ends[tp.partition]:
                         remaining.discard(tp)
@@ -417,9 +436,8 @@ class SystemClient:
             self._publish_to(bootstrap, f"{topic_prefix}petition-state", petition_id.encode(), states[-1].value)
         )
 
-    @staticmethod
-    async def _publish_to(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    async def _publish_to(self, bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
+        producer = AIOKafkaProducer(**self.kafka(bootstrap, acks="all"))
         await producer.start()
         try:
             await producer.send_and_wait(topic, value, key=key)
@@ -432,7 +450,7 @@ class SystemClient:
         asyncio.run(self._publish_raw(key, event.SerializeToString()))
 
     async def _publish_raw(self, key: bytes, value: bytes) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.stack.kafka_bootstrap, acks="all")
+        producer = AIOKafkaProducer(**self.kafka(acks="all"))
         await producer.start()
         try:
             await producer.send_and_wait(self.signatures_topic, value, key=key)
