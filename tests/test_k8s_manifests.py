@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,10 @@ def test_converted_crd_schemas_are_strict() -> None:
         "observability",
         "replication",
         "network",
+        "kafka-clients",
+        "kafka-acls",
+        "redis-clients",
+        "cassandra-clients",
     ],
 )
 def test_policy_holds(objects: list[Obj], overlay: str, check: str) -> None:
@@ -227,6 +232,101 @@ def test_grace_is_read_from_the_config_map_when_set() -> None:
     longer["data"]["PETITIONS_GRACE_SECONDS"] = "40"
     problems = k8s_check.check_grace(k8s_check.with_replaced(prod, [longer]))
     assert problems == ["Deployment/signing: terminationGracePeriodSeconds 30 <= preStop 5 s + grace_seconds 40 s"]
+
+
+# --- the stores' clients, against the code ---------------------------------------------
+
+# Each workload's code, and what in it shows that it uses a store.
+CODE_OF = {
+    "identity": "services/identity",
+    "petitions": "services/petitions",
+    "signing": "services/signing",
+    "tally-consumer": "services/tally",
+    "tally-reader": "services/tally",
+    "gateway": "services/gateway",
+    "migrate": "services/migrations.py",
+}
+STORE_MARKERS = {
+    "kafka": ("kafka_options(", "kafka_producer(", "PetitionView.open("),
+    "redis": ("redis_connection(", "redis_client("),
+    "cassandra": ("cassandra_session(", "CassandraSession("),
+}
+
+
+def code_of(component: str) -> str:
+    path = k8s_check.REPO / CODE_OF[component]
+    files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return "\n".join(file.read_text() for file in files)
+
+
+def test_the_store_table_is_what_the_code_uses() -> None:
+    """STORES_OF decides which workloads the client checks (and the network
+    flows) hold for: a workload that starts using a store in its code must
+    be listed, or its manifests would go unchecked."""
+    for component in CODE_OF:
+        code = code_of(component)
+        used = {store for store, markers in STORE_MARKERS.items() if any(marker in code for marker in markers)}
+        assert used == set(k8s_check.STORES_OF.get(component, ())), component
+
+
+def test_the_kafka_uses_name_every_topic_the_code_names() -> None:
+    """KAFKA_TOPIC_USES, which the KafkaUsers' ACLs are held to, names every
+    topic each client's code names (by its settings property; the petition
+    view reads petition-state), so a new use is not left without its ACL."""
+    uses: dict[str, set[str]] = {}
+    for component, topics in k8s_check.KAFKA_TOPIC_USES.items():
+        uses.setdefault(CODE_OF[component], set()).update(topics)
+    for package, listed in uses.items():
+        component = next(name for name, path in CODE_OF.items() if path == package)
+        code = code_of(component)
+        named = {
+            prop
+            for prop in ("signatures_topic", "petition_events_topic", "petition_state_topic", "dead_letter_topic")
+            if f".{prop}" in code
+        }
+        if "PetitionView.open(" in code:
+            named.add("petition_state_topic")
+        assert named == listed, package
+
+
+def test_identity_and_the_gateway_have_no_kafka_user(objects: list[Obj]) -> None:
+    users = {user["metadata"]["name"] for user in k8s_check.of_kind(objects, "KafkaUser")}
+    assert users == {"migrate", "petitions", "signing", "tally-consumer", "tally-reader"}
+    for item in k8s_check.containers(objects):
+        if item.component in ("identity", "gateway"):
+            secrets = {volume.get("secret", {}).get("secretName") for volume in item.pod["spec"].get("volumes", [])}
+            assert not secrets & users, item.name
+
+
+def test_the_acls_follow_the_topic_prefix() -> None:
+    """The topics a client needs are named by its settings, prefix included:
+    with PETITIONS_TOPIC_PREFIX set, the ACLs on the bare names no longer
+    cover them."""
+    prod = rendered_overlay("prod")
+    kafka = copy.deepcopy(
+        next(o for o in prod if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "petitions-kafka")
+    )
+    kafka["data"]["PETITIONS_TOPIC_PREFIX"] = "blue-"
+    problems = k8s_check.check_kafka_acls(k8s_check.with_replaced(prod, [kafka]))
+    assert "KafkaUser signing: no Write on topic blue-signatures, which Deployment/signing uses" in problems
+    assert "KafkaUser tally-consumer: no Read on group tally, which Deployment/tally-consumer uses" not in problems
+
+
+def test_the_migration_replicates_the_keyspace_in_the_datacenter(objects: list[Obj]) -> None:
+    """`petitions migrate`, with the Job's own settings, creates the keyspace
+    with NetworkTopologyStrategy in the CassandraDatacenter's data centre at
+    the Job's replication (3 in prod: check_replication), so LOCAL_QUORUM
+    finds its replicas in the data centre the driver sends the queries to."""
+    from services import migrations
+
+    (job,) = [item for item in k8s_check.containers(objects) if k8s_check.program_of(item.container) == "migrate"]
+    settings, problems = k8s_check.settings_for(objects, job)
+    assert settings is not None, problems
+    (datacenter,) = k8s_check.of_kind(objects, "CassandraDatacenter")
+    name = k8s_check.datacenter_name(datacenter)
+    keyspace = next(s for s in migrations.cassandra_statements(settings) if "KEYSPACE" in s.upper())
+    assert "'class': 'NetworkTopologyStrategy'" in keyspace
+    assert re.search(rf"'{name}'\s*:\s*'?{settings.cassandra_replication}'?", keyspace), keyspace
 
 
 # --- versions ---------------------------------------------------------------------

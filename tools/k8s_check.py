@@ -30,7 +30,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema_rs
@@ -780,6 +780,323 @@ def check_topics(objects: list[Obj]) -> list[str]:
     return problems
 
 
+# --- the stores' clients: how each workload reaches and logs in to Kafka, Redis, Cassandra ---
+
+
+def _store_clients(objects: list[Obj], store: str) -> Iterator[tuple[Container, Any]]:
+    """The containers whose code uses the store (STORES_OF), with their
+    parsed settings (those whose settings do not parse are env-names'
+    problem, and skipped here)."""
+    for item in containers(objects):
+        if store not in STORES_OF.get(item.component, ()):
+            continue
+        settings, _ = settings_for(objects, item)
+        if settings is not None:
+            yield item, settings
+
+
+def _host(address: str) -> tuple[str, int]:
+    host, _, port = address.strip().rpartition(":")
+    return host, int(port) if port.isdigit() else -1
+
+
+def _service_host(host: str, service: str, namespace: str = "petitions") -> bool:
+    """The host names the Service of this namespace (short or qualified)."""
+    return host in (service, *(f"{service}.{namespace}{suffix}" for suffix in ("", ".svc", ".svc.cluster.local")))
+
+
+# Strimzi's `authentication.type` of a listener, as the client's mechanism.
+_SASL_MECHANISM = {"scram-sha-512": "SCRAM-SHA-512"}
+
+
+def check_kafka_clients(objects: list[Obj]) -> list[str]:
+    """Every workload whose code uses Kafka logs in as the brokers require:
+    SASL_SSL to the bootstrap Service of a TLS listener with SCRAM
+    authentication, with the listener's mechanism, as a KafkaUser of the
+    render whose Secret's `password` is the mounted password file, checking
+    the brokers against the cluster CA's `ca.crt` (Strimzi's Secret
+    <cluster>-cluster-ca-cert). A PLAINTEXT client, or one without the
+    user's Secret, would be refused at start."""
+    problems: list[str] = []
+    users = {user["metadata"]["name"]: user for user in of_kind(objects, "KafkaUser")}
+    clusters = {kafka["metadata"]["name"]: kafka for kafka in of_kind(objects, "Kafka")}
+    for item, settings in _store_clients(objects, "kafka"):
+        where = item.name
+        if settings.kafka_security_protocol != "SASL_SSL":
+            problems.append(
+                f"{where}: PETITIONS_KAFKA_SECURITY_PROTOCOL is {settings.kafka_security_protocol},"
+                " the brokers' listener requires SASL_SSL"
+            )
+        cluster_name = ""
+        for address in settings.kafka_bootstrap.split(","):
+            host, port = _host(address)
+            found = [
+                (name, listener)
+                for name, kafka in clusters.items()
+                for listener in kafka["spec"]["kafka"].get("listeners", [])
+                if _service_host(host, f"{name}-kafka-bootstrap") and listener["port"] == port
+            ]
+            if not found:
+                problems.append(f"{where}: PETITIONS_KAFKA_BOOTSTRAP {address} is no listener of a Kafka of the render")
+                continue
+            cluster_name, listener = found[0]
+            authentication = listener.get("authentication", {}).get("type")
+            if not listener.get("tls") or authentication not in _SASL_MECHANISM:
+                problems.append(f"{where}: the listener at {address} is not TLS with SCRAM authentication")
+            elif settings.kafka_sasl_mechanism != _SASL_MECHANISM[authentication]:
+                problems.append(
+                    f"{where}: PETITIONS_KAFKA_SASL_MECHANISM is {settings.kafka_sasl_mechanism},"
+                    f" the listener at {address} takes {_SASL_MECHANISM[authentication]}"
+                )
+        user = users.get(settings.kafka_username)
+        if user is None:
+            problems.append(f"{where}: PETITIONS_KAFKA_USERNAME {settings.kafka_username!r}: no KafkaUser of that name")
+        elif user["spec"].get("authentication", {}).get("type") not in _SASL_MECHANISM:
+            problems.append(f"{where}: KafkaUser {settings.kafka_username} has no SCRAM authentication")
+        elif cluster_name and user["metadata"].get("labels", {}).get("strimzi.io/cluster") != cluster_name:
+            problems.append(f"{where}: KafkaUser {settings.kafka_username} is not a user of Kafka {cluster_name}")
+        for setting, path, secret, key in (
+            ("PETITIONS_KAFKA_PASSWORD_FILE", settings.kafka_password_file, settings.kafka_username, "password"),
+            ("PETITIONS_KAFKA_CA_FILE", settings.kafka_ca_file, f"{cluster_name}-cluster-ca-cert", "ca.crt"),
+        ):
+            if path is None:
+                problems.append(f"{where}: {setting} is not set")
+                continue
+            mounted = mounted_file(item, str(path))
+            if mounted is None or _secret_of(mounted[0]) != secret or mounted[1] != key:
+                problems.append(f"{where}: {setting} {path} is not key {key} of the Secret {secret}")
+    return problems
+
+
+# What each Kafka client's code does (read in services/ and servicekit/),
+# by the settings property naming each topic, so the names carry the
+# workload's own PETITIONS_TOPIC_PREFIX. The migration's topics are
+# migrations.topics(settings), all of them (Describe to list, Create).
+_READ, _WRITE, _DESCRIBE = frozenset({"Read"}), frozenset({"Write"}), frozenset({"Describe"})
+KAFKA_TOPIC_USES: dict[str, dict[str, frozenset[str]]] = {
+    # The petitions service publishes every change: the event and the petition.
+    "petitions": {"petition_events_topic": _WRITE, "petition_state_topic": _WRITE},
+    # Signing publishes signatures; its petition view reads petition-state.
+    "signing": {"signatures_topic": _WRITE, "petition_state_topic": _READ},
+    # The consumer applies the log, dead-letters, announces thresholds.
+    "tally-consumer": {
+        "signatures_topic": _READ,
+        "dead_letter_topic": _WRITE,
+        "petition_events_topic": _WRITE,
+        "petition_state_topic": _READ,
+    },
+    # A reader reads the log's end offsets (the lag) and the petition view.
+    "tally-reader": {"signatures_topic": _DESCRIBE, "petition_state_topic": _READ},
+}
+# Consumer groups, by the settings field naming them (Read: join, commit).
+KAFKA_GROUP_USES: dict[str, tuple[str, ...]] = {"tally-consumer": ("consumer_group",)}
+# Kafka's implications: Read, Write, Delete and Alter imply Describe.
+_IMPLIES_DESCRIBE = {"Read", "Write", "Delete", "Alter"}
+
+
+def kafka_uses(component: str, settings: Any) -> dict[tuple[str, str], frozenset[str]]:
+    """(resource type, name) → the operations the component's code needs."""
+    if component == "migrate":
+        from services import migrations
+
+        return {("topic", topic.name): frozenset({"Describe", "Create"}) for topic in migrations.topics(settings)}
+    uses = {("topic", str(getattr(settings, prop))): ops for prop, ops in KAFKA_TOPIC_USES.get(component, {}).items()}
+    uses.update({("group", str(getattr(settings, field))): _READ for field in KAFKA_GROUP_USES.get(component, ())})
+    return uses
+
+
+def _granted(user: Obj) -> list[tuple[Obj, set[str]]]:
+    """A KafkaUser's allow rules, each with the operations it grants
+    (implications included)."""
+    rules = []
+    for acl in user["spec"].get("authorization", {}).get("acls", []):
+        if acl.get("type", "allow") != "allow":
+            continue
+        operations = set(acl.get("operations", []))
+        if operations & _IMPLIES_DESCRIBE:
+            operations.add("Describe")
+        rules.append((acl["resource"], operations))
+    return rules
+
+
+def _acl_covers(resource: Obj, kind: str, name: str) -> bool:
+    if resource["type"] != kind:
+        return False
+    if resource.get("patternType", "literal") == "prefix":
+        return name.startswith(str(resource.get("name", "")))
+    return resource.get("name") in (name, "*")
+
+
+def check_kafka_acls(objects: list[Obj]) -> list[str]:
+    """Each KafkaUser grants what the workloads logging in as it use (every
+    topic and group, every operation, names from their settings), and
+    nothing more: not an operation, a topic or a group beyond it (Describe
+    on a resource it uses is allowed). A missing grant fails at the first
+    send or poll; an extra one is a wider door than the code needs."""
+    problems: list[str] = []
+    users = {user["metadata"]["name"]: user for user in of_kind(objects, "KafkaUser")}
+    needed: dict[str, dict[tuple[str, str], set[str]]] = {}
+    clients: dict[str, list[str]] = {}
+    for item, settings in _store_clients(objects, "kafka"):
+        user_name = settings.kafka_username
+        clients.setdefault(user_name, []).append(item.name)
+        uses = needed.setdefault(user_name, {})
+        for resource, operations in kafka_uses(item.component, settings).items():
+            uses.setdefault(resource, set()).update(operations)
+            user = users.get(user_name)
+            if user is None:
+                continue  # kafka-clients says so
+            for operation in sorted(operations):
+                if not any(
+                    _acl_covers(acl, *resource) and ({operation, "All"} & granted) for acl, granted in _granted(user)
+                ):
+                    problems.append(
+                        f"KafkaUser {user_name}: no {operation} on {resource[0]} {resource[1]}, which {item.name} uses"
+                    )
+    for user_name, user in users.items():
+        if user_name not in needed:
+            problems.append(f"KafkaUser {user_name}: no workload logs in as it")
+            continue
+        uses = needed[user_name]
+        for acl, granted in _granted(user):
+            used = [resource for resource in uses if _acl_covers(acl, *resource)]
+            if not used:
+                problems.append(
+                    f"KafkaUser {user_name}: ACL on {acl['type']} {acl.get('name')}, which none of"
+                    f" {', '.join(clients[user_name])} uses"
+                )
+                continue
+            allowed = {"Describe"}.union(*(uses[resource] for resource in used))
+            for operation in sorted(granted - allowed):
+                problems.append(
+                    f"KafkaUser {user_name}: {operation} on {acl['type']} {acl.get('name')} is more than"
+                    f" {', '.join(clients[user_name])} use"
+                )
+    return problems
+
+
+# The OT redis-operator's sentinel port and the Service it makes for a
+# RedisSentinel named N: N-sentinel.
+SENTINEL_PORT = 26379
+
+
+def check_redis_clients(objects: list[Obj]) -> list[str]:
+    """Every workload whose code uses Redis finds the primary through the
+    sentinels (a fixed address is wrong after the first failover): the
+    RedisSentinel's Service and port, the name they monitor (its
+    masterGroupName), the password from a Secret; and the sentinels can log
+    in to the password-protected primary they watch."""
+    problems: list[str] = []
+    sentinels = {sentinel["metadata"]["name"]: sentinel for sentinel in of_kind(objects, "RedisSentinel")}
+    replications = {r["metadata"]["name"]: r for r in of_kind(objects, "RedisReplication")}
+    for name, sentinel in sentinels.items():
+        config = sentinel["spec"].get("redisSentinelConfig", {})
+        watched = replications.get(config.get("redisReplicationName", ""))
+        if watched is None:
+            problems.append(f"RedisSentinel/{name}: watches {config.get('redisReplicationName')}, no RedisReplication")
+        elif watched["spec"]["kubernetesConfig"].get("redisSecret") and "redisReplicationPassword" not in config:
+            problems.append(
+                f"RedisSentinel/{name}: no redisReplicationPassword, so it cannot log in to the"
+                f" password-protected RedisReplication {config['redisReplicationName']} it watches"
+            )
+    for item, settings in _store_clients(objects, "redis"):
+        where = item.name
+        if not settings.redis_sentinels:
+            problems.append(
+                f"{where}: PETITIONS_REDIS_SENTINELS is not set: it would use redis_url's fixed primary,"
+                " which a failover moves"
+            )
+            continue
+        monitoring = set()
+        for address in settings.redis_sentinels:
+            host, port = _host(address)
+            matches = [
+                s for n, s in sentinels.items() if _service_host(host, f"{n}-sentinel") and port == SENTINEL_PORT
+            ]
+            if not matches:
+                problems.append(f"{where}: PETITIONS_REDIS_SENTINELS {address} is no RedisSentinel's Service")
+            for sentinel in matches:
+                monitoring.add(sentinel["spec"].get("redisSentinelConfig", {}).get("masterGroupName", "myMaster"))
+        if monitoring and settings.redis_sentinel_service not in monitoring:
+            problems.append(
+                f"{where}: PETITIONS_REDIS_SENTINEL_SERVICE is {settings.redis_sentinel_service},"
+                f" the sentinels monitor {', '.join(sorted(monitoring))}"
+            )
+        url = next((v for v in item.container.get("env", []) if v["name"] == "PETITIONS_REDIS_URL"), None)
+        if url is None or "secretKeyRef" not in url.get("valueFrom", {}):
+            problems.append(f"{where}: PETITIONS_REDIS_URL (the password) does not come from a Secret")
+    return problems
+
+
+def datacenter_name(datacenter: Obj) -> str:
+    """The name the nodes report (the snitch's data centre): spec.datacenterName, else the resource's name."""
+    return str(datacenter["spec"].get("datacenterName") or datacenter["metadata"]["name"])
+
+
+def check_cassandra_clients(objects: list[Obj]) -> list[str]:
+    """Every workload whose code uses Cassandra reaches the datacenter of
+    the render by its Service, keeps its queries in that data centre (the
+    name the nodes report: a wrong one leaves the driver with no local
+    node), reads and writes at LOCAL_QUORUM, asks no more replicas than the
+    datacenter has nodes, and, with PasswordAuthenticator, logs in with the
+    `username` and `password` of a Secret the datacenter bootstraps (its
+    superuser's, or one of its `users`)."""
+    problems: list[str] = []
+    datacenters = of_kind(objects, "CassandraDatacenter")
+    if not datacenters:
+        return problems
+    (datacenter,) = datacenters
+    name = datacenter_name(datacenter)
+    cluster = datacenter["spec"]["clusterName"]
+    service = f"{cluster}-{datacenter['metadata']['name']}-service"
+    secrets = {
+        datacenter["spec"].get("superuserSecretName") or f"{cluster}-superuser",
+        *(user["secretName"] for user in datacenter["spec"].get("users", [])),
+    }
+    authenticator = datacenter["spec"].get("config", {}).get("cassandra-yaml", {}).get("authenticator", "")
+    for item, settings in _store_clients(objects, "cassandra"):
+        where = item.name
+        for host in settings.cassandra_hosts:
+            if not _service_host(host, service):
+                problems.append(
+                    f"{where}: PETITIONS_CASSANDRA_HOSTS has {host}, not the datacenter's Service {service}"
+                )
+        if settings.cassandra_datacenter != name:
+            problems.append(
+                f"{where}: PETITIONS_CASSANDRA_DATACENTER is {settings.cassandra_datacenter},"
+                f" the CassandraDatacenter is {name}"
+            )
+        if settings.cassandra_consistency != "LOCAL_QUORUM":
+            problems.append(
+                f"{where}: PETITIONS_CASSANDRA_CONSISTENCY is {settings.cassandra_consistency}, not LOCAL_QUORUM"
+            )
+        if settings.cassandra_replication > datacenter["spec"]["size"]:
+            problems.append(
+                f"{where}: PETITIONS_CASSANDRA_REPLICATION {settings.cassandra_replication} is more than the"
+                f" {datacenter['spec']['size']} nodes of {name}"
+            )
+        if "PasswordAuthenticator" not in authenticator:
+            continue
+        username = next((v for v in item.container.get("env", []) if v["name"] == "PETITIONS_CASSANDRA_USERNAME"), None)
+        reference = (username or {}).get("valueFrom", {}).get("secretKeyRef", {})
+        if reference.get("name") not in secrets or reference.get("key") != "username":
+            problems.append(
+                f"{where}: PETITIONS_CASSANDRA_USERNAME is not key username of a Secret the datacenter"
+                f" bootstraps ({', '.join(sorted(secrets))})"
+            )
+        path = settings.cassandra_password_file
+        if path is None:
+            problems.append(f"{where}: PETITIONS_CASSANDRA_PASSWORD_FILE is not set")
+            continue
+        mounted = mounted_file(item, str(path))
+        if mounted is None or _secret_of(mounted[0]) != reference.get("name") or mounted[1] != "password":
+            problems.append(
+                f"{where}: PETITIONS_CASSANDRA_PASSWORD_FILE {path} is not key password of the Secret"
+                f" {reference.get('name')} its user name comes from"
+            )
+    return problems
+
+
 RESTRICTED_VOLUMES = {
     "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"
 }  # fmt: skip
@@ -846,10 +1163,57 @@ SECRET_FILES = {
 }
 
 
+def mounted_file(item: Container, path: str) -> tuple[Obj, str] | None:
+    """Where the file at `path` comes from in the container: the volume
+    mounted there and the key of it that lands at that path (a Secret's or
+    ConfigMap's key; "" for a whole volume mounted at exactly that path), or
+    None when nothing mounted gives that file. A volume with `items` gives
+    only the keys it lists, each at its own path."""
+    volumes = {volume["name"]: volume for volume in item.pod["spec"].get("volumes", [])}
+    wanted = PurePosixPath(path)
+    for mount in item.container.get("volumeMounts", []):
+        volume = volumes.get(mount["name"])
+        if volume is None:
+            continue
+        source = volume.get("secret") or volume.get("configMap") or {}
+        at = PurePosixPath(mount["mountPath"])
+        if "subPath" in mount:
+            key = _key_at(source, str(mount["subPath"])) if at == wanted else ""
+            if key:
+                return volume, key
+            continue
+        if at == wanted:
+            return volume, ""
+        if not wanted.is_relative_to(at):
+            continue
+        relative = str(wanted.relative_to(at))
+        key = _key_at(source, relative)
+        if key:
+            return volume, key
+    return None
+
+
+def _key_at(source: Obj, relative: str) -> str:
+    """The key of a Secret or ConfigMap volume that appears at `relative`
+    inside it ("" when none does)."""
+    items = source.get("items")
+    if items is None:
+        return relative if "/" not in relative else ""
+    return next((str(entry["key"]) for entry in items if entry["path"] == relative), "")
+
+
+def _secret_of(volume: Obj) -> str | None:
+    secret = volume.get("secret")
+    return str(secret["secretName"]) if secret else None
+
+
 def check_secret_files(objects: list[Obj]) -> list[str]:
-    """Every secret file a container reads is mounted where its settings look
-    (secrets_dir/name): by a mount of exactly that path, or by a whole Secret
-    mounted at secrets_dir. A missing one stops the service at start."""
+    """Every secret file a container reads is mounted where its settings look:
+    the programs' own files in secrets_dir (by a mount of exactly that path,
+    or by a whole Secret, or a CSI volume, mounted at secrets_dir), and every
+    `*_file` setting, relative to secrets_dir or absolute (the Kafka and
+    Cassandra password files, the Kafka CA). A missing one stops the service
+    at start."""
     problems: list[str] = []
     for item in containers(objects):
         program = program_of(item.container)
@@ -870,16 +1234,18 @@ def check_secret_files(objects: list[Obj]) -> list[str]:
             ]
         mounts = item.container.get("volumeMounts", [])
         volumes = {volume["name"]: volume for volume in item.pod["spec"].get("volumes", [])}
-        whole = any(
+        csi = any(
             mount["mountPath"].rstrip("/") == directory.rstrip("/")
             and "subPath" not in mount
-            and ("secret" in volumes.get(mount["name"], {}) or "csi" in volumes.get(mount["name"], {}))
+            and "csi" in volumes.get(mount["name"], {})
             for mount in mounts
         )
-        paths = {mount["mountPath"].rstrip("/") for mount in mounts}
         for name in wanted:
-            if not whole and f"{directory.rstrip('/')}/{name}" not in paths:
-                problems.append(f"{item.name}: reads secret file {directory}/{name}, which is not mounted")
+            # An absolute name stands alone; a relative one is in secrets_dir.
+            path = str(PurePosixPath(directory) / name)
+            inside = PurePosixPath(path).is_relative_to(directory)
+            if not (csi and inside) and mounted_file(item, path) is None:
+                problems.append(f"{item.name}: reads secret file {path}, which is not mounted")
     return problems
 
 
@@ -924,7 +1290,10 @@ FLOW_PORTS = (
 Flow = tuple[str, str, int]  # (from, to, port); DNS stands for UDP and TCP 53 both
 
 _APP = ("identity", "petitions", "signing", "tally-consumer", "tally-reader", "gateway", "migrate")
-_STORES_OF = {
+# The stores each workload's code uses (tests/test_k8s_manifests.py checks
+# this table against the code); "redis" is the primary and the sentinels
+# that name it.
+STORES_OF = {
     "identity": ("redis",),
     "petitions": ("kafka", "cassandra"),
     "signing": ("kafka", "redis"),
@@ -932,7 +1301,7 @@ _STORES_OF = {
     "tally-reader": ("kafka", "cassandra", "redis"),
     "migrate": ("kafka", "cassandra"),
 }
-_STORE_PORT = {"kafka": 9093, "cassandra": 9042, "redis": 6379}
+_STORE_PORT = {"kafka": 9093, "cassandra": 9042, "redis": 6379, "sentinel": 26379}
 _METRICS = {
     "identity": 9161,
     "petitions": 9166,
@@ -963,7 +1332,9 @@ BASE_FLOWS: frozenset[Flow] = frozenset(
         ("identity", "internet", 587),
         ("kafka", "kube-api", 443),
         *((app, "dns", 53) for app in (*_APP, "kafka", "cassandra", "redis", "sentinel")),
-        *((app, store, _STORE_PORT[store]) for app, stores in _STORES_OF.items() for store in stores),
+        *((app, store, _STORE_PORT[store]) for app, stores in STORES_OF.items() for store in stores),
+        # A Redis client asks the sentinels where the primary is.
+        *((app, "sentinel", _STORE_PORT["sentinel"]) for app, stores in STORES_OF.items() if "redis" in stores),
         *(("prometheus", app, port) for app, port in _METRICS.items()),
     }
 )
@@ -1099,6 +1470,10 @@ POLICY_CHECKS: dict[str, Check] = {
     "pod-security": check_pod_security,
     "secret-files": check_secret_files,
     "observability": check_observability_sources,
+    "kafka-clients": check_kafka_clients,
+    "kafka-acls": check_kafka_acls,
+    "redis-clients": check_redis_clients,
+    "cassandra-clients": check_cassandra_clients,
 }
 
 
