@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.local.components import port_open
 from deploy.local.fetch import ensure_redis_server
+from deploy.local.settings_env import settings_env
 
 # Processes are started by the kit the load tests share (servicekit, which
 # they may import); re-exported here for the tests.
@@ -174,8 +175,11 @@ class Namespace:
         ]
         return {
             **os.environ,
-            "PETITIONS_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
-            "PETITIONS_CASSANDRA_PORT": str(stack.cassandra_port),
+            # Every store field of the stack's settings (hosts, data centre,
+            # replication, Kafka login, sentinels...), so a namespace lives
+            # on the cluster profile as well as on the single stack; the
+            # namespace's own keyspace, topics and database below.
+            **settings_env(stack, without=("keyspace", "topic_prefix", "redis_url")),
             "PETITIONS_REDIS_URL": f"{redis_base}/{self.redis_db}",
             "PETITIONS_KEYSPACE": self.keyspace,
             "PETITIONS_TOPIC_PREFIX": self.topic_prefix,

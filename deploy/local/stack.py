@@ -59,6 +59,7 @@ class Stack:
         self.fetch(names)
         report: dict[str, str] = {}
         waiting: list[Component] = []
+        to_start: list[Component] = []
         for name in names:
             component = self.components[name]
             files = self.files(name)
@@ -71,10 +72,26 @@ class Stack:
                     f"{name}: port {component.port(self.layout)} is in use by a process this stack did not start"
                 )
             if pid is None:
-                argv = component.prepare(self.layout)
-                processes.start(files, argv, os.environ, REPO)
+                to_start.append(component)
             waiting.append(component)
         began = time.monotonic()
+        # Prepared side by side: a Kafka node's prepare formats its storage
+        # with a JVM of its own, and three of those one after another took
+        # minutes on a busy 2-core machine. The first node of each kind goes
+        # in a round before the others, as it makes what the nodes of a
+        # cluster share (Kafka's cluster id, its CA and passwords).
+        # All start once all are prepared: a Kafka node started while the
+        # others were still formatting gave up waiting for its controller
+        # quorum and exited.
+        first_of_kind = list({type(c): c for c in reversed(to_start)}.values())
+        rest = [c for c in to_start if c not in first_of_kind]
+        argvs: dict[str, list[str]] = {}
+        for round_ in (first_of_kind, rest):
+            with ThreadPoolExecutor(max_workers=max(1, len(round_))) as pool:
+                prepared = list(pool.map(lambda c: c.prepare(self.layout), round_))
+            argvs.update(zip([c.name for c in round_], prepared, strict=True))
+        for component in to_start:
+            processes.start(self.files(component.name), argvs[component.name], os.environ, REPO)
         with ThreadPoolExecutor(max_workers=max(1, len(waiting))) as pool:
             waits = {
                 c.name: pool.submit(
