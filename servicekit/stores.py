@@ -28,7 +28,11 @@ from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from redis.asyncio.sentinel import Sentinel
+from redis import exceptions as redis_errors
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.backoff import EqualJitterBackoff, NoBackoff
 
 from servicekit.settings import CommonSettings
 
@@ -66,6 +70,71 @@ def redis_client(settings: CommonSettings) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=pool)
 
 
+# How a Sentinel client rides out a failover: a command whose connection
+# fails (the primary died, or answered READONLY because it was demoted) is
+# sent again on a new connection, to whichever server the sentinels name
+# then, after 50 ms, 100 ms, 200 ms, ... then 0.5-1 s apart (jittered, so a
+# pool of connections does not reconnect in step). Fourteen tries span 6 to
+# 11 s: the local sentinels promote the replica about 4 s after a kill -9
+# (1.5 s to declare the primary down, then a vote and the promotion), and
+# production's (down after 5 s) in about 8 s, so a call in flight during a
+# failover waits for it rather than fails; the caller's own deadline (a
+# gRPC deadline cancels the handler) still bounds the wait. Beyond that the
+# call fails with the connection error, which the services answer as
+# UNAVAILABLE, and the caller retries with its idempotency key.
+SENTINEL_RETRY_ATTEMPTS = 14
+SENTINEL_RETRY_BASE_SECONDS = 0.05
+SENTINEL_RETRY_CAP_SECONDS = 1.0
+# The sentinels themselves: one that does not answer within this is
+# skipped for the next (their answers are tiny and local).
+SENTINEL_QUERY_SECONDS = 1.0
+
+
+class PrimaryFollowingConnection(SentinelManagedConnection):
+    """A connection to the primary that asks the sentinels where it is each
+    time it (re)connects. redis-py's own asks only when a connection is
+    taken from the pool: a command's retries reconnect to the address it
+    had, so during a failover every retry knocks on the dead primary (or on
+    the old one restarted, still a primary for a moment, where the write
+    would be lost) until the retries run out (redis/redis-py#3874, open)."""
+
+    async def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if self.is_connected:
+            return
+        if self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+        # One attempt per address: the command's retry, which comes back
+        # here, is what waits and tries again.
+        await super().connect_check_health(check_health=check_health, retry_socket_connect=False)
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        # From connect(): the address was just asked for.
+        self.host, self.port = address
+        await super().connect_check_health(
+            check_health=self.connection_pool.check_connection, retry_socket_connect=False
+        )
+
+
+class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's pool (each new connection asks the sentinels where the
+    primary is) with the blocking pool's bound: a burst beyond
+    REDIS_MAX_CONNECTIONS queues briefly for a connection, as it does
+    without Sentinel, instead of failing with "too many connections"."""
+
+
+class SentinelRedis(aioredis.Redis):
+    """The primary's client; closing it also closes its connections to the
+    sentinels (redis-py leaves those to the Sentinel object, which the
+    client's owner never sees)."""
+
+    sentinel_manager: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinel_manager is not None:
+            await self.sentinel_manager.aclose()
+
+
 def _sentinel_primary(settings: CommonSettings) -> aioredis.Redis:
     url = urlsplit(settings.redis_url)
     database = int(url.path.lstrip("/") or 0)
@@ -73,21 +142,40 @@ def _sentinel_primary(settings: CommonSettings) -> aioredis.Redis:
     sentinels = [_host_port(address) for address in settings.redis_sentinels]
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         sentinels,
+        # What the sentinels themselves are asked with: no retries, so a
+        # dead sentinel costs one refused connection (or one timeout) and
+        # the next is asked; redis-py's default would retry it ten times.
+        sentinel_kwargs={
+            "socket_timeout": SENTINEL_QUERY_SECONDS,
+            "socket_connect_timeout": SENTINEL_QUERY_SECONDS,
+            "retry": Retry(NoBackoff(), 0),
+        },
         socket_timeout=REDIS_SOCKET_SECONDS,
         socket_connect_timeout=REDIS_SOCKET_SECONDS,
-        # What the sentinels themselves are asked with.
-        sentinel_kwargs={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
         db=database,
         password=password,
         health_check_interval=30,
+        # ConnectionError covers a refused or reset connection, "no primary
+        # found" (MasterNotFoundError, while the sentinels still vote) and
+        # the READONLY of a demoted primary (redis-py's sentinel connection
+        # turns it into a ConnectionError after dropping the connection, so
+        # the next try asks the sentinels again).
+        retry=Retry(
+            EqualJitterBackoff(cap=SENTINEL_RETRY_CAP_SECONDS, base=SENTINEL_RETRY_BASE_SECONDS),
+            SENTINEL_RETRY_ATTEMPTS,
+            (redis_errors.ConnectionError, redis_errors.TimeoutError),
+        ),
     )
-    # SentinelConnectionPool is not a blocking pool; its bound makes a burst
-    # beyond it fail fast ("too many connections") rather than queue.
-    primary: aioredis.Redis = sentinel.master_for(
+    primary = sentinel.master_for(
         settings.redis_sentinel_service,
-        redis_class=aioredis.Redis,
+        redis_class=SentinelRedis,
+        connection_pool_class=BlockingSentinelConnectionPool,
+        connection_class=PrimaryFollowingConnection,
         max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=REDIS_POOL_WAIT_SECONDS,
     )
+    assert isinstance(primary, SentinelRedis)
+    primary.sentinel_manager = sentinel
     return primary
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from deploy.local.components.base import Component, java, port_open
 from deploy.local.components.cassandra import Cassandra
 from deploy.local.components.kafka import Kafka, KafkaNode
-from deploy.local.components.redis import Redis
+from deploy.local.components.redis import Redis, RedisSentinel
 
-__all__ = ["COMPONENTS", "Cassandra", "Component", "Kafka", "KafkaNode", "Redis", "java", "port_open"]
+__all__ = ["COMPONENTS", "Cassandra", "Component", "Kafka", "KafkaNode", "Redis", "RedisSentinel", "java", "port_open"]
 
 COMPONENTS: dict[str, Component] = {c.name: c for c in (Redis(), Kafka(), Cassandra())}
