@@ -227,30 +227,41 @@ class KafkaLoginRefused(SystemExit):
 
 async def start_kafka_client(client: Any, settings: CommonSettings, role: str) -> None:
     """Starts an aiokafka producer, consumer or admin client. A refused
-    login becomes a start-up error that names the broker and the user:
-    aiokafka itself only logs it and reports "Unable to bootstrap", which
-    reads like a broker that is down."""
+    login (or a TLS listener dialled in plain text) becomes a start-up error
+    that names the broker and what to check: aiokafka itself only logs it
+    and reports "Unable to bootstrap", which reads like a broker that is
+    down."""
     try:
         await client.start()
     except KafkaConnectionError:
-        refusal = await _login_refusal(settings) if settings.kafka_security_protocol != "PLAINTEXT" else None
+        refusal = await _login_refusal(settings)
         if refusal is None:
             raise
         with contextlib.suppress(Exception):
             await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
-        raise KafkaLoginRefused(
-            f"Kafka {role}: {refusal} (user {settings.kafka_username!r}, {settings.kafka_sasl_mechanism}"
-            f" over {settings.kafka_security_protocol}; check PETITIONS_KAFKA_USERNAME,"
-            " PETITIONS_KAFKA_PASSWORD_FILE and PETITIONS_KAFKA_CA_FILE)"
-        ) from None
+        raise KafkaLoginRefused(f"Kafka {role}: {refusal}") from None
+
+
+# One probe of one broker, after the client itself gave up: long enough for
+# a loaded broker's TLS handshake and SCRAM exchange, short enough that a
+# broker that never answers does not stall the start-up error for long.
+LOGIN_PROBE_SECONDS = 10.0
 
 
 async def _login_refusal(settings: CommonSettings) -> str | None:
-    """Logs in to each bootstrap broker in turn; says which one refused the
-    TLS handshake or the credentials, or None if none did."""
+    """Tries each bootstrap broker in turn as the client would; says which
+    one refused the TLS handshake or the credentials (or, for a PLAINTEXT
+    client, which one answers in TLS), or None if none did: the brokers
+    are then just unreachable, which the caller's own error says."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return await _tls_listener_refusal(settings)
     options = kafka_options(settings)
-    for address in settings.kafka_bootstrap.split(","):
-        host, port = _host_port(address.strip())
+    hint = (
+        f" (user {settings.kafka_username!r}, {settings.kafka_sasl_mechanism} over {settings.kafka_security_protocol};"
+        " check PETITIONS_KAFKA_USERNAME, PETITIONS_KAFKA_PASSWORD_FILE and PETITIONS_KAFKA_CA_FILE)"
+    )
+    for address in _bootstrap_addresses(settings):
+        host, port = _host_port(address)
         try:
             connection = await create_conn(
                 host,
@@ -260,16 +271,48 @@ async def _login_refusal(settings: CommonSettings) -> str | None:
                 sasl_mechanism=options["sasl_mechanism"],
                 sasl_plain_username=options["sasl_plain_username"],
                 sasl_plain_password=options["sasl_plain_password"],
+                request_timeout_ms=int(LOGIN_PROBE_SECONDS * 1000),
             )
         except (SaslAuthenticationFailed, AuthenticationFailedError) as error:
-            return f"the broker at {address} refused the login: {error}"
+            return f"the broker at {address} refused the login: {error}{hint}"
         except ssl.SSLError as error:
-            return f"the TLS handshake with the broker at {address} failed: {error}"
+            return f"the TLS handshake with the broker at {address} failed: {error}{hint}"
         except (TimeoutError, OSError, KafkaError):
             continue
         connection.close()
         return None
     return None
+
+
+async def _tls_listener_refusal(settings: CommonSettings) -> str | None:
+    """A PLAINTEXT client's Kafka request to a TLS listener is read as a
+    broken handshake and the connection closed, which aiokafka reports as a
+    broker that is not there. A TLS handshake that completes (the
+    certificate unchecked: this only asks what the port speaks) tells the
+    two apart."""
+    probe = ssl.create_default_context()
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE
+    for address in _bootstrap_addresses(settings):
+        host, port = _host_port(address)
+        try:
+            async with asyncio.timeout(LOGIN_PROBE_SECONDS):
+                _, writer = await asyncio.open_connection(host, port, ssl=probe)
+        except (TimeoutError, OSError):
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return (
+            f"the broker at {address} speaks TLS, and this client is set to PLAINTEXT"
+            " (set PETITIONS_KAFKA_SECURITY_PROTOCOL=SASL_SSL, with PETITIONS_KAFKA_USERNAME,"
+            " PETITIONS_KAFKA_PASSWORD_FILE and PETITIONS_KAFKA_CA_FILE)"
+        )
+    return None
+
+
+def _bootstrap_addresses(settings: CommonSettings) -> list[str]:
+    return [address.strip() for address in settings.kafka_bootstrap.split(",") if address.strip()]
 
 
 def idempotent_producer(settings: CommonSettings, *, linger_ms: int = 2) -> AIOKafkaProducer:

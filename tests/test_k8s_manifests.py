@@ -344,11 +344,6 @@ def test_kafka_is_one_the_pinned_strimzi_runs() -> None:
     assert kafka["spec"]["kafka"]["metadataVersion"] == "4.3-IV0"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the local stack still runs Kafka 3.9.x (deploy/local/versions.py); issue 17 moves it to 4.3.1."
-    " Strict: once it does, this passes and the marker must go.",
-)
 def test_kafka_is_the_local_stacks_version() -> None:
     (kafka,) = k8s_check.of_kind(rendered_overlay("prod"), "Kafka")
     assert kafka["spec"]["kafka"]["version"] == versions.KAFKA

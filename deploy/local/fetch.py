@@ -20,7 +20,7 @@ COMPLETE_MARKER = ".complete"
 POMS: dict[str, tuple[str, dict[str, str]]] = {
     "kafka": (
         versions.KAFKA,
-        {"kafka.version": versions.KAFKA, "slf4j.version": versions.SLF4J, "reload4j.version": versions.RELOAD4J},
+        {"kafka.version": versions.KAFKA, "log4j.version": versions.LOG4J},
     ),
     "cassandra": (versions.CASSANDRA, {"cassandra.version": versions.CASSANDRA}),
 }
