@@ -14,11 +14,20 @@ from servicekit.settings import CommonSettings
 from servicekit.stores import CassandraSession, kafka_options, start_kafka_client
 
 
+def keyspace_replication(settings: CommonSettings) -> str:
+    return (
+        f"{{'class': 'NetworkTopologyStrategy', '{settings.cassandra_datacenter}': {settings.cassandra_replication}}}"
+    )
+
+
 def cassandra_statements(settings: CommonSettings) -> list[str]:
     keyspace = settings.keyspace
     return [
-        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication ="
-        f" {{'class': 'SimpleStrategy', 'replication_factor': {settings.cassandra_replication}}}",
+        # Replicas per data centre, placed on distinct racks where there are
+        # some: what production runs (cass-operator), and what a second data
+        # centre would need. A single local node's SimpleSnitch reports
+        # "datacenter1", the default cassandra_datacenter.
+        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {keyspace_replication(settings)}",
         # The petitions service's tables (it is their only writer). A petition
         # is one row: the whole petitions.v1.Petition message in `record`,
         # read and written whole, beside the columns its conditional writes
@@ -108,10 +117,43 @@ def topics(settings: CommonSettings) -> list[NewTopic]:
     ]
 
 
+class KeyspaceReplicationConflict(SystemExit):
+    """The keyspace's replication cannot be moved to the settings' without
+    a repair; migrate stops before it changes anything."""
+
+
+async def move_keyspace_to_network_topology(cassandra: CassandraSession, settings: CommonSettings) -> None:
+    """A keyspace created with SimpleStrategy (releases before the cluster
+    profile) moves to NetworkTopologyStrategy with the same number of
+    replicas in the settings' data centre. In one data centre and one rack
+    both strategies choose the same replicas, so no row moves and no repair
+    is needed. A different replication factor would give replicas that do
+    not hold the rows yet, which a quorum read could consult without them:
+    that change is refused, to be made by hand with a repair. Idempotent:
+    any other keyspace, or none yet, is left to CREATE KEYSPACE."""
+    rows = await cassandra.execute(
+        "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s", [settings.keyspace]
+    )
+    if not rows or not dict(rows[0].replication)["class"].endswith(".SimpleStrategy"):
+        return
+    factor = int(dict(rows[0].replication)["replication_factor"])
+    if factor != settings.cassandra_replication:
+        raise KeyspaceReplicationConflict(
+            f"keyspace {settings.keyspace} has SimpleStrategy replication_factor {factor}, but"
+            f" PETITIONS_CASSANDRA_REPLICATION={settings.cassandra_replication}: moving it to"
+            " NetworkTopologyStrategy with another number of replicas needs a full repair afterwards;"
+            f" run ALTER KEYSPACE {settings.keyspace} WITH replication = {keyspace_replication(settings)}"
+            " then nodetool repair -full, or set PETITIONS_CASSANDRA_REPLICATION to"
+            f" {factor}; nothing was changed"
+        )
+    await cassandra.execute(f"ALTER KEYSPACE {settings.keyspace} WITH replication = {keyspace_replication(settings)}")
+
+
 async def migrate_cassandra(settings: CommonSettings) -> None:
     cassandra = CassandraSession(settings)
     await cassandra.start()
     try:
+        await move_keyspace_to_network_topology(cassandra, settings)
         for statement in cassandra_statements(settings):
             await cassandra.execute(statement)
     finally:
