@@ -17,7 +17,6 @@ stack of `make up` without touching it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import socket
 import subprocess
@@ -29,7 +28,8 @@ from functools import partial
 from pathlib import Path
 
 from deploy.local import processes
-from deploy.local.components import Cassandra, Component, Kafka, KafkaNode, Redis
+from deploy.local.components import Cassandra, Component, Kafka, KafkaNode, Redis, RedisSentinel
+from deploy.local.components.kafka import KafkaSecurity
 from deploy.local.fetch import FetchFailed
 from deploy.local.layout import REPO, Layout, Ports
 from deploy.local.processes import ProcessFiles, StartFailed
@@ -144,43 +144,6 @@ def _free_on_all(addresses: Sequence[str], taken: set[int]) -> int:
 
 
 @dataclass(frozen=True)
-class OnPorts:
-    """A component of the single stack, which reads its ports from the
-    layout, given ports of its own: the stand-in for a cluster node until
-    the component takes its address and ports itself."""
-
-    component: Component
-    ports: Ports
-
-    @property
-    def name(self) -> str:
-        return self.component.name
-
-    @property
-    def start_timeout(self) -> float:
-        return self.component.start_timeout
-
-    @property
-    def stop_timeout(self) -> float:
-        return self.component.stop_timeout
-
-    def _layout(self, layout: Layout) -> Layout:
-        return dataclasses.replace(layout, ports=self.ports)
-
-    def fetch(self, layout: Layout) -> None:
-        self.component.fetch(self._layout(layout))
-
-    def prepare(self, layout: Layout) -> list[str]:
-        return self.component.prepare(self._layout(layout))
-
-    def ready(self, layout: Layout) -> bool:
-        return self.component.ready(self._layout(layout))
-
-    def port(self, layout: Layout) -> int:
-        return self.component.port(self._layout(layout))
-
-
-@dataclass(frozen=True)
 class ClusterPlan:
     """What the cluster is made of, where it lives, and how its clients and
     services reach it."""
@@ -188,7 +151,8 @@ class ClusterPlan:
     run_dir: Path
     jar_cache: Path
     ports: ClusterPorts = ClusterPorts()
-    cassandra_heap: str = "768M"
+    # Small heaps: nine JVMs share the machine.
+    cassandra_heap: str = "512M"
     kafka_heap: str = "384m"
 
     @classmethod
@@ -226,16 +190,52 @@ class ClusterPlan:
         return [f"kafka-{node.node_id}" for node in self.kafka_nodes]
 
     def cassandra_names(self) -> list[str]:
-        return ["cassandra-1"]
+        return [f"cassandra-{index}" for index in range(1, len(self.ports.cassandra_addresses) + 1)]
 
     def redis_names(self) -> list[str]:
-        return ["redis-primary"]
+        """The primary first, then its replica."""
+        return ["redis-primary", "redis-replica"]
+
+    def sentinel_names(self) -> list[str]:
+        return [f"sentinel-{index}" for index in range(1, len(self.ports.sentinels) + 1)]
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """One CA and one password per user for the three nodes and every client."""
+        return KafkaSecurity.in_run_dir(self.layout)
+
+    def cassandra_nodes(self) -> dict[str, Cassandra]:
+        p = self.ports
+        return {
+            name: Cassandra(
+                name=name,
+                address=address,
+                native_port=p.cassandra_native,
+                storage_port=p.cassandra_storage,
+                jmx_port=jmx,
+                # Two seeds, as Cassandra recommends; the third joins through them.
+                seeds=p.cassandra_addresses[:2],
+                datacenter=DATACENTER,
+                cluster_name=CLUSTER_NAME,
+                heap=self.cassandra_heap,
+                direct_memory="256M",
+                memtable_space="64MiB",
+                start_timeout=CASSANDRA_START_SECONDS,
+            )
+            for name, address, jmx in zip(self.cassandra_names(), p.cassandra_addresses, p.cassandra_jmx, strict=True)
+        }
 
     def components(self) -> dict[str, Component]:
+        p = self.ports
         nodes = self.kafka_nodes
-        components: dict[str, Component] = {}
-        for name in self.redis_names():
-            components[name] = OnPorts(Redis(name=name), self.layout.ports)
+        primary, replica = self.redis_names()
+        components: dict[str, Component] = {
+            primary: Redis(name=primary, port=p.redis_primary),
+            replica: Redis(name=replica, port=p.redis_replica, replica_of=p.redis_primary),
+        }
+        for name, port in zip(self.sentinel_names(), p.sentinels, strict=True):
+            components[name] = RedisSentinel(name=name, port=port, primary_port=p.redis_primary, quorum=2)
+        security = self.kafka_security
         for node, name in zip(nodes, self.kafka_names(), strict=True):
             components[name] = Kafka(
                 name=name,
@@ -244,39 +244,55 @@ class ClusterPlan:
                 cluster_name=f"{CLUSTER_NAME}-kafka",
                 heap=self.kafka_heap,
                 start_timeout=KAFKA_START_SECONDS,
+                security=security,
             )
-        # Stand-in until the three-node component lands: one node on 127.0.0.1.
-        for name in self.cassandra_names():
-            components[name] = OnPorts(
-                Cassandra(name=name, heap=self.cassandra_heap, start_timeout=CASSANDRA_START_SECONDS), self.layout.ports
-            )
+        components.update(self.cassandra_nodes())
         return components
 
     def steps(self) -> list[list[str]]:
-        """The starting order: Redis, Kafka and the first (seed) Cassandra
-        node together; the other Cassandra nodes one after another, as a
-        node joining the ring while another joins is refused."""
-        cassandra = self.cassandra_names()
-        return [[*self.redis_names(), *self.kafka_names(), cassandra[0]], *([name] for name in cassandra[1:])]
+        """Everything at once: a new Cassandra cluster's nodes do not
+        bootstrap (they hold no data yet), so none waits for another; a
+        replica and the sentinels are ready once they see their primary
+        and each other."""
+        return [list(self.components())]
+
+    def ring_formed(self) -> bool:
+        """Every Cassandra node sees the two others as normal members."""
+        nodes = self.cassandra_nodes()
+        addresses = set(self.ports.cassandra_addresses)
+        return all(node.sees_peers(self.layout, addresses - {node.address}) for node in nodes.values())
+
+    def wait_ring(self, timeout: float = CASSANDRA_START_SECONDS) -> float:
+        began = time.monotonic()
+        while not self.ring_formed():
+            if time.monotonic() - began > timeout:
+                raise StartFailed(f"the Cassandra nodes did not all see each other within {timeout:g} s")
+            time.sleep(0.5)
+        return time.monotonic() - began
 
     def stack(self) -> Stack:
         return Stack(self.layout, self.components())
 
     # How clients find and log in to it.
 
-    @property
-    def cassandra_hosts(self) -> tuple[str, ...]:
-        return ("127.0.0.1",)
-
     def store_settings(self) -> dict[str, object]:
         """The CommonSettings fields (store part) of a client of the cluster."""
+        security = self.kafka_security
         return {
             "kafka_bootstrap": ",".join(f"127.0.0.1:{port}" for port in self.ports.kafka),
-            "redis_url": f"redis://127.0.0.1:{self.ports.redis_primary}/0",
-            "cassandra_hosts": self.cassandra_hosts,
+            "kafka_security_protocol": "SASL_SSL",
+            "kafka_sasl_mechanism": security.mechanism,
+            "kafka_username": security.username,
+            "kafka_password_file": security.password_file,
+            "kafka_ca_file": security.ca_file,
+            # With sentinels only the database number is read from it.
+            "redis_url": "redis://127.0.0.1/0",
+            "redis_sentinels": tuple(f"127.0.0.1:{port}" for port in self.ports.sentinels),
+            "redis_sentinel_service": "petitions",
+            "cassandra_hosts": self.ports.cassandra_addresses,
             "cassandra_port": self.ports.cassandra_native,
             "cassandra_datacenter": DATACENTER,
-            "cassandra_replication": min(REPLICATION, len(self.cassandra_names())),
+            "cassandra_replication": REPLICATION,
             "cassandra_consistency": "LOCAL_QUORUM",
             "topic_replication": REPLICATION,
         }
@@ -373,6 +389,7 @@ class ClusterPlan:
             store_env={**settings_env(self.settings()), **self.client_addresses()},
             services=self.services(),
             endpoints=self.endpoints(),
+            after_stack=lambda: f"every node sees the others after {self.wait_ring():.1f} s more",
         )
 
 

@@ -172,12 +172,16 @@ class System:
         store_env: Mapping[str, str] | None = None,
         services: Sequence[Service] = SERVICES,
         endpoints: DevEndpoints = DevEndpoints(),
+        after_stack: Callable[[], str] | None = None,
     ):
         self.layout = layout
         self.stack = stack or Stack(layout)
         self.steps = [tuple(step) for step in steps]
         self.services = tuple(services)
         self.endpoints = endpoints
+        # Waits for what "each server is ready" does not say (a cluster's
+        # nodes seeing each other); returns a line for the log.
+        self.after_stack = after_stack
         self._store_settings = dict(store_settings) if store_settings is not None else None
         self._store_env = dict(store_env) if store_env is not None else layout.service_env()
 
@@ -216,6 +220,8 @@ class System:
         for step in self.steps:
             for name, line in self.stack.up(step).items():
                 say(f"{name:10} {line}")
+        if self.after_stack is not None:
+            say(f"{'stack':10} {self.after_stack()}")
         say(f"{'stack':10} ready after {time.monotonic() - began:.1f} s")
         settings = self.settings()
         created = ensure_dev_secrets(settings.secrets_dir)
