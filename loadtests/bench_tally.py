@@ -96,6 +96,7 @@ from loadtests.population import Population
 from petitions.v1 import events_pb2, identity_pb2, signing_pb2, signing_pb2_grpc, tally_pb2, tally_pb2_grpc
 from servicekit.dev_processes import ServiceProcess, free_port, run_cli, start_service
 from servicekit.settings import REPO_ROOT, CommonSettings
+from servicekit.signature_rows import BUCKETS, SIGNATURES_TABLE
 from servicekit.stores import CassandraSession, idempotent_producer, redis_client
 from services.signing.publisher import signature_key
 from services.tally.counters import ShardedCounters
@@ -435,17 +436,20 @@ async def delete_shard_keys(redis: aioredis.Redis, topic: str) -> None:
 
 async def delete_signature_rows(cassandra: CassandraSession, petition: str, shards: int) -> None:
     """The petition's rows in the system of record (one Cassandra partition
-    per shard). The catalogue entry stays, as bench_signing's do."""
-    delete = cassandra.prepare(f"DELETE FROM {cassandra.table('signatures')} WHERE petition_id = ? AND shard = ?")
-    await asyncio.gather(*(cassandra.execute(delete, (petition, shard)) for shard in range(shards)))
+    per shard and bucket; one request per shard names its buckets). The
+    catalogue entry stays, as bench_signing's do."""
+    delete = cassandra.prepare(
+        f"DELETE FROM {cassandra.table(SIGNATURES_TABLE)} WHERE petition_id = ? AND shard = ? AND bucket IN ?"
+    )
+    await asyncio.gather(*(cassandra.execute(delete, (petition, shard, BUCKETS)) for shard in range(shards)))
     say(f"cleanup: deleted the signature rows of {petition}")
 
 
 async def count_rows(cassandra: CassandraSession, petition: str, shards: Sequence[int]) -> int:
     count = cassandra.prepare(
-        f"SELECT count(*) FROM {cassandra.table('signatures')} WHERE petition_id = ? AND shard = ?"
+        f"SELECT count(*) FROM {cassandra.table(SIGNATURES_TABLE)} WHERE petition_id = ? AND shard = ? AND bucket IN ?"
     )
-    counts = await asyncio.gather(*(cassandra.execute(count, (petition, shard)) for shard in shards))
+    counts = await asyncio.gather(*(cassandra.execute(count, (petition, shard, BUCKETS)) for shard in shards))
     return sum(int(rows[0][0]) for rows in counts)
 
 

@@ -682,9 +682,14 @@ async def _recount(settings: CliSettings, options: argparse.Namespace) -> int:
     # Which petitions: asked of the Petitions service (the only reader of
     # its tables); with a staff credential, unpublished ones too.
     petitions = options.petitions or await _petition_ids(settings, _bearer(settings, options))
+    from servicekit.signature_topic import check_signature_partitions
     from servicekit.stores import CassandraSession, redis_client
     from services.tally.counters import ShardedCounters
     from services.tally.recount import Recount
+
+    # A recount over fewer shards than the topic has would compare two
+    # partial sums and find them equal.
+    await check_signature_partitions(settings, "petitions recount")
 
     cassandra = CassandraSession(settings)
     await cassandra.start()

@@ -11,7 +11,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from servicekit.settings import CommonSettings
+from servicekit.signature_rows import SIGNATURES_TABLE
 from servicekit.stores import CassandraSession, kafka_options, start_kafka_client
+from services.signature_buckets_migration import copy_unbucketed_signatures
 
 
 def keyspace_replication(settings: CommonSettings) -> str:
@@ -62,11 +64,15 @@ def cassandra_statements(settings: CommonSettings) -> list[str]:
             current text,
             changed_at timestamp)""",
         # The system of record: one row per (petition, signer). The partition
-        # includes the Kafka partition the signature came through, so one hot
-        # petition is spread over as many Cassandra partitions as Kafka has.
-        f"""CREATE TABLE IF NOT EXISTS {keyspace}.signatures (
+        # is the Kafka partition the signature came through (shard) and a
+        # hash of the signer (bucket, servicekit/signature_rows.py), so a
+        # hot petition is spread over shards x SIGNATURE_BUCKETS bounded
+        # partitions and a signer's row is still one partition read. It
+        # replaced `signatures` (no bucket), copied by migrate_cassandra.
+        f"""CREATE TABLE IF NOT EXISTS {keyspace}.{SIGNATURES_TABLE} (
             petition_id text,
             shard int,
+            bucket int,
             signer text,
             signature_id text,
             method text,
@@ -77,7 +83,7 @@ def cassandra_statements(settings: CommonSettings) -> list[str]:
             kafka_offset bigint,
             invalidated_at timestamp,
             invalid_reason text,
-            PRIMARY KEY ((petition_id, shard), signer))""",
+            PRIMARY KEY ((petition_id, shard, bucket), signer))""",
         # One row per threshold a petition crossed, written once (LWT);
         # `published` turns true once ThresholdReached is in Kafka, so a
         # crash in between is repaired by republishing at start.
@@ -156,6 +162,8 @@ async def migrate_cassandra(settings: CommonSettings) -> None:
         await move_keyspace_to_network_topology(cassandra, settings)
         for statement in cassandra_statements(settings):
             await cassandra.execute(statement)
+        # Data, after the tables: the rows of the table the buckets replaced.
+        await copy_unbucketed_signatures(cassandra)
     finally:
         await cassandra.stop()
 

@@ -33,6 +33,7 @@ from servicekit.stores import idempotent_producer
 from services.signing.publisher import signature_key
 from services.tally.counters import Totals
 from tests.harness import ServiceProcess, free_port, run_cli, start_service, wait_serving
+from tests.stored_signatures import DEFAULT_SHARDS, petition_rows
 from tests.system import SystemClient, topic_partitions
 from tests.waiting import eventually
 
@@ -316,6 +317,10 @@ class PrivateTally:
         self.prefix = f"{system.namespace.topic_prefix}{name}-"
         self.group = f"{self.prefix}tally"
         self.settings = CommonSettings(kafka_bootstrap=system.stack.kafka_bootstrap, topic_prefix=self.prefix)
+        if "PETITIONS_SIGNATURE_PARTITIONS" in settings:
+            # What migrate() creates the topic with and the workers expect.
+            partitions = int(settings["PETITIONS_SIGNATURE_PARTITIONS"])
+            self.settings = self.settings.model_copy(update={"signature_partitions": partitions})
         self.env = {
             **system.namespace.env(system.stack),
             "PETITIONS_TOPIC_PREFIX": self.prefix,
@@ -463,17 +468,13 @@ class PrivateTally:
         return [event.threshold_reached for event in events if event.WhichOneof("event") == "threshold_reached"]
 
 
-def stored_totals(system: SystemClient, petition_id: str, shards: int = 6) -> Totals:
+def stored_totals(system: SystemClient, petition_id: str, shards: int = DEFAULT_SHARDS) -> Totals:
     """The counts the system of record gives: rows of the signatures table
-    with a signature and no invalidation."""
+    (every shard and bucket) with a signature and no invalidation."""
+    columns = "signature_id, territory, country, invalidated_at"
     rows = [
         row
-        for shard in range(shards)
-        for row in system.cassandra.execute(
-            "SELECT signature_id, territory, country, invalidated_at FROM signatures"
-            " WHERE petition_id = %s AND shard = %s",
-            (petition_id, shard),
-        )
+        for row in petition_rows(system.cassandra, petition_id, columns, shards)
         if row.signature_id is not None and row.invalidated_at is None
     ]
     return Totals(

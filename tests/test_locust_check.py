@@ -26,6 +26,7 @@ import pytest
 from petitions.v1 import signing_pb2
 from servicekit.settings import REPO_ROOT
 from tests.harness import free_port
+from tests.stored_signatures import petition_rows
 from tests.system import SystemClient
 
 pytestmark = pytest.mark.stack
@@ -148,12 +149,7 @@ def petition_line(output: str) -> tuple[str, int, int, int]:
 
 
 def invalidate(system: SystemClient, petition: str, how_many: int) -> None:
-    signers = [
-        row.signer
-        for row in system.cassandra.execute(
-            "SELECT signer FROM signatures WHERE petition_id = %s ALLOW FILTERING", (petition,)
-        )
-    ][:how_many]
+    signers = [row.signer for row in petition_rows(system.cassandra, petition, "signer")][:how_many]
     assert len(signers) == how_many
     reply = system.signing.InvalidateSignatures(
         signing_pb2.InvalidateSignaturesRequest(petition_id=petition, reason="behind the load test", signers=signers),

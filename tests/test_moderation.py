@@ -12,6 +12,7 @@ import pytest
 
 from petitions.v1 import events_pb2, signing_pb2
 from tests.errors import rejection
+from tests.stored_signatures import signer_row
 from tests.system import SystemClient
 
 pytestmark = pytest.mark.stack
@@ -27,14 +28,10 @@ def invalidate(system: SystemClient, petition_id: str, **selector: object) -> in
 
 
 def stored(system: SystemClient, petition_id: str, signer: str) -> tuple[bool, str]:
-    for shard in range(6):
-        row = system.cassandra.execute(
-            "SELECT invalidated_at, ip_hash FROM signatures WHERE petition_id = %s AND shard = %s AND signer = %s",
-            (petition_id, shard, signer),
-        ).one()
-        if row is not None:
-            return row.invalidated_at is not None, row.ip_hash
-    raise AssertionError("signature not stored")
+    row = signer_row(system.cassandra, petition_id, signer, "invalidated_at, ip_hash")
+    if row is None:
+        raise AssertionError("signature not stored")
+    return row.invalidated_at is not None, row.ip_hash
 
 
 def test_invalidations_count_once_and_mark_the_stored_signature(system: SystemClient) -> None:

@@ -14,6 +14,7 @@ import redis
 
 from petitions.v1 import signing_pb2, signing_pb2_grpc
 from tests.harness import ServiceProcess, free_port, run_cli, start_service, wait_serving
+from tests.stored_signatures import petition_rows
 from tests.system import SystemClient
 
 pytestmark = pytest.mark.stack
@@ -110,11 +111,5 @@ def test_the_race_stays_one_signature_when_redis_is_flushed_in_the_middle(
     repaired = run_cli(system.namespace.env(system.stack), "recount", "--repair", petition.id)
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert system.settled_tally(petition.id).total == 1
-    rows = [
-        row
-        for shard in range(6)
-        for row in system.cassandra.execute(
-            "SELECT signer FROM signatures WHERE petition_id = %s AND shard = %s", (petition.id, shard)
-        )
-    ]
+    rows = petition_rows(system.cassandra, petition.id, "signer")
     assert [row.signer for row in rows] == [credential.claims.signer]

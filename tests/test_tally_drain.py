@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.stored_signatures import petition_rows
 from tests.system import SystemClient
 from tests.tally_workers import Ledger, PrivateTally, new_signer
 from tests.waiting import eventually
@@ -23,16 +24,7 @@ KEY = b"drained on stop"
 
 def archived(system: SystemClient, petition_id: str) -> int:
     """Signature rows the system of record holds for the petition."""
-    return sum(
-        len(
-            list(
-                system.cassandra.execute(
-                    "SELECT signer FROM signatures WHERE petition_id = %s AND shard = %s", (petition_id, shard)
-                )
-            )
-        )
-        for shard in range(6)
-    )
+    return len(petition_rows(system.cassandra, petition_id, "signer"))
 
 
 @pytest.mark.timeout(240)

@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from petitions.v1 import events_pb2, signing_pb2
+from tests.stored_signatures import shard_rows
 from tests.system import SystemClient
 
 pytestmark = pytest.mark.stack
@@ -36,13 +37,8 @@ def test_a_signature_is_counted_stored_and_published_without_the_raw_subject(sys
     assert dict(tally.by_country) == {"FR": 1}
 
     signer = credential.claims.signer
-    rows = list(
-        system.cassandra.execute(
-            "SELECT signer, signature_id, territory, country, kafka_offset FROM signatures"
-            " WHERE petition_id = %s AND shard = %s",
-            (petition.id, receipt.position.partition),
-        )
-    )
+    columns = "signer, signature_id, territory, country, kafka_offset"
+    rows = shard_rows(system.cassandra, petition.id, receipt.position.partition, columns)
     assert [(r.signer, r.signature_id, r.territory, r.country) for r in rows] == [
         (signer, receipt.signature_id, "69", "FR")
     ]
@@ -96,12 +92,7 @@ def test_a_duplicate_that_reaches_the_log_is_not_counted_twice(system: SystemCli
     tally = system.settled_tally(petition.id)
     assert tally.total == 1
     assert dict(tally.by_territory) == {"13": 1}
-    stored = list(
-        system.cassandra.execute(
-            "SELECT signature_id FROM signatures WHERE petition_id = %s AND shard = %s",
-            (petition.id, receipt.position.partition),
-        )
-    )
+    stored = shard_rows(system.cassandra, petition.id, receipt.position.partition, "signature_id")
     assert [row.signature_id for row in stored] == [receipt.signature_id]
 
 

@@ -1,4 +1,6 @@
-"""The signatures table in Cassandra: the system of record.
+"""The signatures table in Cassandra: the system of record, one row per
+(petition, signer) in the partition (petition, shard, bucket) (see
+servicekit/signature_rows.py).
 
 Rows are written with an explicit write timestamp derived from the Kafka
 offset, so that replays and duplicates resolve the same way everywhere:
@@ -17,6 +19,7 @@ from typing import Any
 
 from cassandra.query import BatchStatement, BatchType
 
+from servicekit.signature_rows import SIGNATURES_TABLE, signature_bucket
 from servicekit.stores import CassandraSession
 
 # Accept writes carry timestamps below any real clock (10^15 µs is 2001), so
@@ -51,9 +54,10 @@ class InvalidationRow:
 
 class SignatureArchive:
     """Writes a partition batch's signatures as unlogged batches of rows that
-    share one Cassandra partition (petition, shard): one mutation each on the
-    replica, instead of one request per row, without the cost of a logged
-    (multi-partition) batch.
+    share one Cassandra partition (petition, shard, bucket): one mutation
+    each on the replica, instead of one request per row, without the cost of
+    a logged (multi-partition) batch. The bucket comes from the signer alone,
+    so a replayed or repeated signature lands on the row the first one made.
 
     Built by prepared(), so its statements are ready before the first write."""
 
@@ -67,16 +71,16 @@ class SignatureArchive:
     @classmethod
     def prepared(cls, cassandra: CassandraSession, concurrency: int, rows_per_batch: int) -> SignatureArchive:
         """An archive over a started session, its statements prepared."""
-        table = cassandra.table("signatures")
+        table = cassandra.table(SIGNATURES_TABLE)
         insert = cassandra.prepare(
             f"INSERT INTO {table}"
-            " (petition_id, shard, signer, signature_id, method, country, territory, signed_at, ip_hash,"
-            " kafka_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+            " (petition_id, shard, bucket, signer, signature_id, method, country, territory, signed_at, ip_hash,"
+            " kafka_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
         )
         # Written with the current time, so it wins over any accept write.
         mark = cassandra.prepare(
             f"UPDATE {table} SET invalidated_at = ?, invalid_reason = ?"
-            " WHERE petition_id = ? AND shard = ? AND signer = ?"
+            " WHERE petition_id = ? AND shard = ? AND bucket = ? AND signer = ?"
         )
         return cls(cassandra, concurrency, rows_per_batch, insert, mark)
 
@@ -89,9 +93,9 @@ class SignatureArchive:
         )
 
     def _single_partition_batches(self, rows: Sequence[SignatureRow]) -> Iterator[Sequence[SignatureRow]]:
-        by_partition: defaultdict[tuple[str, int], list[SignatureRow]] = defaultdict(list)
+        by_partition: defaultdict[tuple[str, int, int], list[SignatureRow]] = defaultdict(list)
         for row in rows:
-            by_partition[(row.petition_id, row.shard)].append(row)
+            by_partition[(row.petition_id, row.shard, signature_bucket(row.signer))].append(row)
         for partition_rows in by_partition.values():
             for start in range(0, len(partition_rows), self._rows_per_batch):
                 yield partition_rows[start : start + self._rows_per_batch]
@@ -105,6 +109,7 @@ class SignatureArchive:
                     row.reason,
                     row.petition_id,
                     row.shard,
+                    signature_bucket(row.signer),
                     row.signer,
                 ),
             )
@@ -119,6 +124,7 @@ class SignatureArchive:
                 (
                     row.petition_id,
                     row.shard,
+                    signature_bucket(row.signer),
                     row.signer,
                     row.signature_id,
                     row.method,

@@ -6,6 +6,14 @@ Rebuilding is safe while tally workers run: a shard is replaced only if its
 applied offset did not move between reading the records and writing (else
 it is read again), and a batch applied afterwards finds its signers already
 known and changes nothing.
+
+A petition's rows are in shards x SIGNATURE_BUCKETS Cassandra partitions
+(servicekit/signature_rows.py). One read per shard names all its buckets
+(`bucket IN ?`): a petition with few signatures, or none in a shard, costs
+one request per shard as before the buckets, which matters when a lost
+Redis shard is rebuilt for every petition the tally knows (recovery.py);
+Cassandra pages through the buckets, so a hot petition's shard is read a
+page at a time. At most `concurrency` such reads run at once.
 """
 
 from __future__ import annotations
@@ -16,10 +24,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from servicekit.signature_rows import BUCKETS, SIGNATURES_TABLE
 from servicekit.stores import CassandraSession
 from services.tally.counters import ShardedCounters, Totals, totals_of
 
 REBUILD_ATTEMPTS = 10
+# Shard reads in flight at once, per Recount (the CLI's, or a tally
+# worker's recovery): each reads every bucket of one (petition, shard).
+READ_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -79,22 +91,33 @@ def signer_values(rows: Sequence[StoredRow]) -> dict[str, str]:
 class Recount:
     """Built by prepared(), so its statement is ready before the first call."""
 
-    def __init__(self, cassandra: CassandraSession, counters: ShardedCounters, partitions: int, select: Any):
+    def __init__(
+        self,
+        cassandra: CassandraSession,
+        counters: ShardedCounters,
+        partitions: int,
+        select: Any,
+        concurrency: int = READ_CONCURRENCY,
+    ):
         self._db = cassandra
         self._counters = counters
         self._partitions = list(range(partitions))
         self._select = select
+        self._reads = asyncio.Semaphore(concurrency)
 
     @classmethod
     def prepared(cls, cassandra: CassandraSession, counters: ShardedCounters, partitions: int) -> Recount:
         """A recount over a started session, its statement prepared."""
         select = cassandra.prepare(
-            f"SELECT signer, signature_id, territory, country, invalidated_at FROM {cassandra.table('signatures')}"
-            " WHERE petition_id = ? AND shard = ?"
+            f"SELECT signer, signature_id, territory, country, invalidated_at FROM {cassandra.table(SIGNATURES_TABLE)}"
+            " WHERE petition_id = ? AND shard = ? AND bucket IN ?"
         )
         return cls(cassandra, counters, partitions, select)
 
     async def _rows(self, petition_id: str, shard: int) -> list[StoredRow]:
+        """Every row of the petition's shard, all its buckets."""
+        async with self._reads:
+            stored = await self._db.execute(self._select, (petition_id, shard, BUCKETS))
         return [
             StoredRow(
                 signer=row.signer,
@@ -103,7 +126,7 @@ class Recount:
                 valid=row.invalidated_at is None,
                 signed=row.signature_id is not None,
             )
-            for row in await self._db.execute(self._select, (petition_id, shard))
+            for row in stored
         ]
 
     async def compare(self, petition_id: str) -> Comparison:

@@ -19,6 +19,7 @@ from servicekit.grpc_server import ServiceServer
 from servicekit.identity_keys import identity_keys
 from servicekit.lifecycle import FactoryApp, RunningServer, background_tasks, run_service, serving
 from servicekit.petition_view import PetitionView
+from servicekit.signature_topic import check_signature_partitions
 from servicekit.staff_auth import StaffAuthorisation
 from servicekit.stores import (
     CassandraSession,
@@ -222,6 +223,11 @@ async def create_server(settings: TallySettings) -> AsyncIterator[RunningServer]
     and only then do the view and the stores close."""
     consuming = settings.role in ("all", "consumer")
     reading = settings.role in ("all", "reader")
+    # Every role sums or rebuilds the shards 0..signature_partitions-1: a
+    # topic with another count is refused here, naming both, before any
+    # store is touched (servicekit/signature_topic.py says why it is not
+    # adapted to).
+    await check_signature_partitions(settings, f"tally ({settings.role})")
     async with AsyncExitStack() as stack:
         db = await stack.enter_async_context(cassandra_session(settings))
         redis = await stack.enter_async_context(redis_connection(settings))

@@ -1,5 +1,6 @@
-"""Reading a petition's stored signatures from Cassandra, shard by shard,
-for SelectSignatures (moderation: rare, so a full read of one petition is
+"""Reading a petition's stored signatures from Cassandra, shard by shard
+(each read names every bucket of its shard, as the recount's do), for
+SelectSignatures (moderation: rare, so a full read of one petition is
 acceptable)."""
 
 from __future__ import annotations
@@ -8,31 +9,41 @@ import asyncio
 from datetime import UTC
 from typing import Any
 
+from servicekit.signature_rows import BUCKETS, SIGNATURES_TABLE
 from servicekit.stores import CassandraSession
 from services.tally.signature_selection import StoredSignature
+
+# Shard reads in flight at once for one SelectSignatures.
+READ_CONCURRENCY = 8
 
 
 class SignatureLookup:
     """Built by prepared(), so its statement is ready before the first call."""
 
-    def __init__(self, cassandra: CassandraSession, shards: int, select: Any):
+    def __init__(self, cassandra: CassandraSession, shards: int, select: Any, concurrency: int = READ_CONCURRENCY):
         self._db = cassandra
         self._shards = shards
         self._select = select
+        self._concurrency = concurrency
 
     @classmethod
     def prepared(cls, cassandra: CassandraSession, shards: int) -> SignatureLookup:
         """A lookup over a started session, its statement prepared."""
         select = cassandra.prepare(
-            f"SELECT signer, ip_hash, signed_at, invalidated_at FROM {cassandra.table('signatures')}"
-            " WHERE petition_id = ? AND shard = ?"
+            f"SELECT signer, ip_hash, signed_at, invalidated_at FROM {cassandra.table(SIGNATURES_TABLE)}"
+            " WHERE petition_id = ? AND shard = ? AND bucket IN ?"
         )
         return cls(cassandra, shards, select)
 
     async def __call__(self, petition_id: str) -> list[StoredSignature]:
-        shards = await asyncio.gather(
-            *(self._db.execute(self._select, (petition_id, shard)) for shard in range(self._shards))
-        )
+        # Per call: concurrent SelectSignatures each get their own bound.
+        reads = asyncio.Semaphore(self._concurrency)
+
+        async def shard_rows(shard: int) -> list[Any]:
+            async with reads:
+                return await self._db.execute(self._select, (petition_id, shard, BUCKETS))
+
+        shards = await asyncio.gather(*(shard_rows(shard) for shard in range(self._shards)))
         return [
             StoredSignature(
                 signer=row.signer,
