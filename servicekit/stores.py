@@ -74,15 +74,16 @@ def redis_client(settings: CommonSettings) -> aioredis.Redis:
 # fails (the primary died, or answered READONLY because it was demoted) is
 # sent again on a new connection, to whichever server the sentinels name
 # then, after 50 ms, 100 ms, 200 ms, ... then 0.5-1 s apart (jittered, so a
-# pool of connections does not reconnect in step). Fourteen tries span 6 to
-# 11 s: the local sentinels promote the replica about 4 s after a kill -9
-# (1.5 s to declare the primary down, then a vote and the promotion), and
-# production's (down after 5 s) in about 8 s, so a call in flight during a
-# failover waits for it rather than fails; the caller's own deadline (a
-# gRPC deadline cancels the handler) still bounds the wait. Beyond that the
-# call fails with the connection error, which the services answer as
-# UNAVAILABLE, and the caller retries with its idempotency key.
-SENTINEL_RETRY_ATTEMPTS = 14
+# pool of connections does not reconnect in step). Eighteen tries span 8 to
+# 15 s: the local sentinels promote the replica 3-4 s after a kill -9 (1.5 s
+# to declare the primary down, then a vote and the promotion; 7 s on a
+# loaded 2-core test machine), production's (down after 5 s) in about 8 s,
+# so a call in flight during a failover waits for it rather than fails; the
+# caller's own deadline (a gRPC deadline cancels the handler) still bounds
+# the wait. Beyond that the call fails with the connection error, which the
+# services answer as UNAVAILABLE, and the caller retries with its
+# idempotency key.
+SENTINEL_RETRY_ATTEMPTS = 18
 SENTINEL_RETRY_BASE_SECONDS = 0.05
 SENTINEL_RETRY_CAP_SECONDS = 1.0
 # The sentinels themselves: one that does not answer within this is
