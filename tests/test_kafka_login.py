@@ -60,9 +60,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
     layout = Layout(tmp_path_factory.mktemp("kafka-sasl"), default.jar_cache, default.ports)
     node = KafkaNode(1, free_port(), free_port())
     security = KafkaSecurity.in_run_dir(layout)
-    # A JVM starting beside a busy suite on 2 cores: well past the stack's
-    # own 90 s when the machine is loaded, though ~20 s when it is not.
-    kafka = Kafka(name="kafka-sasl", node=node, cluster_name="kafka-sasl", security=security, start_timeout=300)
+    kafka = Kafka(name="kafka-sasl", node=node, cluster_name="kafka-sasl", security=security)
     stack = Stack(layout, {kafka.name: kafka})
     try:
         # Ready means a TLS handshake and a SCRAM login as the client user.

@@ -47,6 +47,10 @@ group.initial.rebalance.delay.ms=0
 # part of a restart. 4 s still allows three missed heartbeats (every 1 s).
 broker.session.timeout.ms=4000
 broker.heartbeat.interval.ms=1000
+# A broker that has not registered with the controller quorum within this
+# shuts itself down (default 60 s). Nodes of a cluster starting together on
+# two busy cores took longer than that to elect a controller, and exited.
+initial.broker.registration.timeout.ms=300000
 """
 
 PLAINTEXT_LISTENERS = """\
@@ -218,7 +222,9 @@ class Kafka:
     with `cluster`, one of several nodes sharing a controller quorum."""
 
     name: str = "kafka"
-    start_timeout: float = 90.0
+    # About 20-45 s on an idle 2-core machine; three minutes and more when
+    # other JVMs (a test session's second stack, a cluster) share the cores.
+    start_timeout: float = 300.0
     stop_timeout: float = 30.0
     # A small broker for a 2-core laptop or CI machine.
     heap: str = "512m"
