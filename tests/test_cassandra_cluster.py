@@ -42,6 +42,7 @@ NTS = "org.apache.cassandra.locator.NetworkTopologyStrategy"
 SIMPLE = "org.apache.cassandra.locator.SimpleStrategy"
 # Three JVMs starting together on 2 cores shared with other work: minutes.
 NODE_START_SECONDS = 600.0
+MIGRATE_SECONDS = 480.0
 # A write in flight on the killed node's connection may fail; the driver has
 # marked the node down well before this many more writes are acknowledged.
 WRITES_AFTER_KILL = 300
@@ -238,13 +239,16 @@ def ring(stack: CommonSettings, namespace: Namespace, tmp_path_factory: pytest.T
             "PETITIONS_CASSANDRA_REPLICATION": "3",
         }
         # On a 2-core machine busy with other JVMs, the driver's first
-        # connection (10 s, with the whole schema) can time out at every
-        # node: migrate is idempotent and is run again then, as a deploy would.
-        for _ in range(3):
+        # connection can time out at every node (its control connection
+        # waits 2 s for each schema query): migrate is idempotent and is run
+        # again then, as a deploy would.
+        deadline = time.monotonic() + MIGRATE_SECONDS
+        while True:
             result = run_cli(env, "migrate", timeout=300)
-            if result.returncode == 0 or "NoHostAvailable" not in result.stderr:
+            if result.returncode == 0 or "NoHostAvailable" not in result.stderr or time.monotonic() > deadline:
                 break
             print(f"migrate could not connect yet: {result.stderr.strip().splitlines()[-1][:300]}")
+        ring.timings["start until migrated"] = time.monotonic() - began
         assert result.returncode == 0, f"migrate failed:\n{result.stdout}\n{result.stderr}"
         yield ring
     finally:
