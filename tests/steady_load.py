@@ -22,9 +22,11 @@ Usage::
     check_no_loss(system, report.signatures, [hot.id, other.id])
 
 SteadyLoad starts a new signature every 1/rate seconds, each by a DISTINCT
-person (a fresh dev persona whose signer credential identity issued; a pool
-is minted before the first Sign and refilled in the background, so minting
-never paces the load), with territories taken in turn from `territories`;
+person (a fresh dev persona whose signer credential identity issued: a pool
+of `prefill_seconds` of the load is minted before the first Sign and kept
+full by three background threads; about 25 mints/s on this 2-core machine
+when it is busy, and the report says if a signature ever had to wait for
+one), with territories taken in turn from `territories`;
 `hot_share` of them go to the first petition, the rest spread over the
 others. A signature is one idempotency key and one client address: on
 UNAVAILABLE, DEADLINE_EXCEEDED or RESOURCE_EXHAUSTED the SAME request is
@@ -169,7 +171,13 @@ class LoadReport:
     faults: list[FaultReport]
     seconds: float
     skipped_ticks: int
+    minted: int
+    # The first pool: how many, minted in how long.
+    prefilled: int
+    prefill_seconds: float
     mint_failures: int
+    # Signatures that had to wait for a credential (minting paced the load).
+    credential_waits: int
 
     def outcomes(self) -> Counter[str]:
         return Counter(s.outcome for s in self.signatures)
@@ -192,7 +200,9 @@ class LoadReport:
             f" ({len(self.signatures) / max(self.seconds, 1e-9):.1f}/s started), {len(calls)} calls;"
             f" {', '.join(f'{k} {v}' for k, v in sorted(outcomes.items()))};"
             f" refused calls: {', '.join(f'{k} {v}' for k, v in sorted(refused.items())) or 'none'};"
-            f" ticks skipped (all busy): {self.skipped_ticks}; credential mint failures: {self.mint_failures}",
+            f" ticks skipped (all busy): {self.skipped_ticks}; credentials minted: {self.minted}"
+            f" (the first {self.prefilled} in {self.prefill_seconds:.1f} s), {self.mint_failures} mint failures,"
+            f" {self.credential_waits} signatures waited for a credential",
             *(f"  {fault.line()}" for fault in self.faults),
         ]
         return "\n".join(lines)
@@ -208,33 +218,50 @@ def fault_report(name: str, at: float, calls: Iterable[Attempt]) -> FaultReport:
 
 
 class CredentialPool:
-    """Signer credentials of distinct, new dev personas, minted ahead by a
-    background thread through the dev provider and identity (as a person's
+    """Signer credentials of distinct, new dev personas, minted ahead by
+    background threads through the dev provider and identity (as a person's
     browser would get one), so that a Sign never waits for a mint. A mint
     that fails (identity being killed, say) is counted and retried."""
 
-    def __init__(self, system: SystemClient, territories: Sequence[str], *, ahead: int):
+    def __init__(self, system: SystemClient, territories: Sequence[str], *, ahead: int, minters: int = 3):
         self._system = system
         self._territories = list(territories)
         self._ahead = ahead
         self._ready: list[identity_pb2.SignerCredential] = []
         self._condition = threading.Condition()
         self._stopping = False
+        self._asked = 0
         self._minted = 0
         self.failures = 0
-        self._thread = threading.Thread(target=self._mint_loop, name="credential-pool", daemon=True)
+        self.empty_takes = 0
+        # How long the first pool took, for the report's mint rate.
+        self.prefilled = 0
+        self.prefill_seconds = 0.0
+        self._threads = [
+            threading.Thread(target=self._mint_loop, name=f"credential-pool-{n}", daemon=True) for n in range(minters)
+        ]
 
     def start(self, prefill: int, timeout: float) -> None:
-        self._thread.start()
+        began = time.monotonic()
+        for thread in self._threads:
+            thread.start()
         with self._condition:
             if not self._condition.wait_for(lambda: len(self._ready) >= prefill or self._stopping, timeout):
                 raise AssertionError(
                     f"minted only {len(self._ready)} of {prefill} credentials in {timeout:g} s"
                     f" ({self.failures} mint failures)"
                 )
+        self.prefilled, self.prefill_seconds = prefill, time.monotonic() - began
+
+    @property
+    def minted(self) -> int:
+        return self._minted
 
     def take(self, timeout: float) -> identity_pb2.SignerCredential | None:
         with self._condition:
+            if not self._ready:
+                # The load outran the minting: the report says how often.
+                self.empty_takes += 1
             if not self._condition.wait_for(lambda: self._ready or self._stopping, timeout) or not self._ready:
                 return None
             credential = self._ready.pop(0)
@@ -245,7 +272,8 @@ class CredentialPool:
         with self._condition:
             self._stopping = True
             self._condition.notify_all()
-        self._thread.join(30)
+        for thread in self._threads:
+            thread.join(30)
 
     def _mint_loop(self) -> None:
         backoff = FIRST_BACKOFF_SECONDS
@@ -254,7 +282,8 @@ class CredentialPool:
                 self._condition.wait_for(lambda: self._stopping or len(self._ready) < self._ahead)
                 if self._stopping:
                     return
-            territory = self._territories[self._minted % len(self._territories)]
+                territory = self._territories[self._asked % len(self._territories)]
+                self._asked += 1
             try:
                 credential = self._system.credential(f"load-{uuid.uuid4().hex[:12]}", "FR", territory)
             except (grpc.RpcError, OSError):
@@ -285,11 +314,11 @@ class SteadyLoad:
         signing_address: str = "",
         territories: Sequence[str] = ("13", "75", "2A", "971"),
         hot_share: float = 0.8,
-        in_flight: int = 48,
+        in_flight: int = 96,
         connections: int = 4,
         call_timeout: float = 10.0,
         give_up_after: float = 120.0,
-        prefill_seconds: float = 10.0,
+        prefill_seconds: float = 5.0,
     ):
         if not petition_ids:
             raise ValueError("a load needs at least one petition")
@@ -403,7 +432,11 @@ class SteadyLoad:
             [fault_report(name, at, calls) for name, at in faults],
             end - self._started_at if self._started_at else 0.0,
             self._skipped,
+            self._credentials.minted,
+            self._credentials.prefilled,
+            self._credentials.prefill_seconds,
             self._credentials.failures,
+            self._credentials.empty_takes,
         )
 
     def _fault_report(self, name: str) -> FaultReport:
@@ -514,10 +547,14 @@ class NoLossSummary:
     by_territory: Mapping[str, Mapping[str, int]]
     topic_records: int
     recount: str
+    # How long each check took (kafka, tally, cassandra, recount).
+    seconds: Mapping[str, float]
 
     def line(self) -> str:
         counts = ", ".join(f"{p} {n}" for p, n in self.per_petition.items())
-        return f"no loss: {counts} signatures in Kafka, Cassandra and the live tally; recount: {self.recount}"
+        took = ", ".join(f"{check} {seconds:.1f} s" for check, seconds in self.seconds.items())
+        recount = "; ".join(self.recount.splitlines())
+        return f"no loss: {counts} signatures in Kafka, Cassandra and the live tally; recount: {recount} ({took})"
 
 
 @dataclass(frozen=True)
@@ -542,6 +579,13 @@ def check_no_loss(
     wanted = set(petition_ids)
     mine = [s for s in signatures if s.petition_id in wanted]
     problems: list[str] = []
+    seconds: dict[str, float] = {}
+    began = time.monotonic()
+
+    def took(check: str) -> None:
+        nonlocal began
+        seconds[check] = time.monotonic() - began
+        began = time.monotonic()
 
     logged = _accepted_in_topic(system)
     logged_signers = {(e.petition_id, e.signer) for e in logged.values()}
@@ -571,14 +615,17 @@ def check_no_loss(
     for signature in mine:
         if signature.outcome in SIGNED or (signature.petition_id, signature.signer) in logged_signers:
             expected[signature.petition_id][signature.signer] = signature.territory
+    took("kafka")
 
     problems += _tally_problems(system, expected, settle_timeout)
+    took("tally")
     problems += _stored_problems(system, expected)
+    took("cassandra")
     recount = run_cli(dict(env) if env is not None else system.namespace.env(system.stack), "recount", *petition_ids)
+    took("recount")
     recount_text = (recount.stdout + recount.stderr).strip()
-    quiet = [
-        p for p in petition_ids if not any(p in line and "no difference" in line for line in recount_text.splitlines())
-    ]
+    lines = recount_text.splitlines()
+    quiet = [p for p in petition_ids if not any(ln.startswith(f"{p}:") and "no difference" in ln for ln in lines)]
     if recount.returncode != 0 or quiet:
         problems.append(f"recount exited {recount.returncode}, without 'no difference' for {quiet}: {recount_text}")
     if problems:
@@ -588,6 +635,7 @@ def check_no_loss(
         {p: dict(Counter(t for t in signers.values() if t)) for p, signers in expected.items()},
         len(logged),
         recount_text,
+        seconds,
     )
 
 
