@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -121,11 +122,22 @@ class ClusterPorts:
         )
 
 
+# Below the kernel's ephemeral range (32768-60999): a port from that range,
+# once its server is killed, can be taken by a client reconnecting to it (a
+# TCP self-connection from the same port number), and the server cannot
+# start again there: "port in use by a process this stack did not start".
+PRIVATE_PORTS = range(20_000, 32_000)
+
+
 def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        found: int = probe.getsockname()[1]
-        return found
+    while True:
+        candidate = random.choice(PRIVATE_PORTS)
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, candidate))
+            except OSError:
+                continue
+            return candidate
 
 
 def _free_on_all(addresses: Sequence[str], taken: set[int]) -> int:
