@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy.local import processes
 from deploy.local.cluster import ClusterPlan, ClusterPorts
+from deploy.local.components import port_open
 from deploy.local.layout import REPO, Layout
 from deploy.local.processes import ProcessFiles, StartFailed
 from deploy.local.stack import Stack
@@ -72,7 +73,14 @@ class ClusterSystem:
         assert processes.kill(ProcessFiles.under(self.plan.run_dir, name)), f"{name} was not running"
 
     def kill_server(self, name: str) -> None:
+        """kill -9, then waits until its client port is closed: a JVM can
+        take longer to go than processes.kill waits, and a restart then finds
+        the port still held ("in use by a process this stack did not start")."""
+        component = self.stack.components[name]
         assert self.stack.kill(name), f"{name} was not running"
+        if name in self.plan.kafka_names():
+            port = component.port(self.plan.layout)
+            eventually(lambda: not port_open(port), 60, interval=0.1, message=f"{name} still listens on {port}")
 
     def restart_server(self, name: str) -> None:
         """Starts a killed server again and waits until the cluster is whole:
