@@ -73,6 +73,11 @@ class CommonSettings(BaseProcessSettings):
     redis_url: str = "redis://127.0.0.1:16379/0"
     redis_sentinels: tuple[str, ...] = ()
     redis_sentinel_service: str = "petitions"
+    # The sentinels themselves require redis_url's password too (sentinel
+    # `requirepass`, as the OT redis-operator's RedisSentinel sets it up);
+    # off, they are asked without one, since a sentinel with no password
+    # refuses an AUTH.
+    redis_sentinel_auth: bool = False
 
     # Cassandra.
     cassandra_hosts: tuple[str, ...] = ("127.0.0.1",)

@@ -150,6 +150,7 @@ def _sentinel_primary(settings: CommonSettings) -> aioredis.Redis:
             "socket_timeout": SENTINEL_QUERY_SECONDS,
             "socket_connect_timeout": SENTINEL_QUERY_SECONDS,
             "retry": Retry(NoBackoff(), 0),
+            **({"password": password} if settings.redis_sentinel_auth and password else {}),
         },
         socket_timeout=REDIS_SOCKET_SECONDS,
         socket_connect_timeout=REDIS_SOCKET_SECONDS,

@@ -185,5 +185,14 @@ async def migrate_kafka(settings: CommonSettings) -> list[str]:
 
 
 async def migrate(settings: CommonSettings) -> list[str]:
-    created, _ = await asyncio.gather(migrate_kafka(settings), migrate_cassandra(settings))
-    return created
+    # A task group, not gather: when one side fails (a refused Kafka login
+    # is a SystemExit) the other is cancelled and awaited, instead of left
+    # running to die later as "Task exception was never retrieved".
+    try:
+        async with asyncio.TaskGroup() as group:
+            kafka = group.create_task(migrate_kafka(settings))
+            group.create_task(migrate_cassandra(settings))
+    except ExceptionGroup as failed:
+        # The first failure, as gather raised it, for callers and for the CLI.
+        raise failed.exceptions[0] from None
+    return kafka.result()
