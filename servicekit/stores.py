@@ -415,6 +415,10 @@ def cassandra_cluster(
         port=port,
         protocol_version=5,
         connect_timeout=connect_timeout,
+        # The driver's schema and topology queries (2 s by default): on a
+        # busy node, migrate and a service's start failed OperationTimedOut
+        # while the node answered ordinary queries.
+        control_connection_timeout=max(connect_timeout, 10),
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         auth_provider=PlainTextAuthProvider(username, password) if username else None,
     )

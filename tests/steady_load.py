@@ -695,6 +695,32 @@ class _Counts:
         return "; ".join(found)
 
 
+def _select_signatures(
+    system: SystemClient, petition_id: str, signers: list[str]
+) -> tally_pb2.SelectSignaturesResponse:
+    """SelectSignatures, asked again while it is UNAVAILABLE (a Cassandra
+    node just killed: a read at LOCAL_QUORUM can time out until the
+    coordinators mark it down), as any client of a retryable status would."""
+
+    def ask() -> tally_pb2.SelectSignaturesResponse | None:
+        try:
+            reply: tally_pb2.SelectSignaturesResponse = system.tally.SelectSignatures(
+                tally_pb2.SelectSignaturesRequest(petition_id=petition_id, signers=signers),
+                metadata=system.admin(),
+                timeout=60,
+            )
+            return reply
+        except grpc.RpcError as error:
+            if isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.UNAVAILABLE:
+                return None
+            raise
+
+    found: tally_pb2.SelectSignaturesResponse = eventually(
+        ask, timeout=120, interval=2, message=f"SelectSignatures of {petition_id} kept answering UNAVAILABLE"
+    )
+    return found
+
+
 def _stored_problems(system: SystemClient, expected: Mapping[str, Mapping[str, str]]) -> list[str]:
     """Every expected signer in the system of record, asked of the tally
     (SelectSignatures), which owns the table and its layout."""
@@ -703,13 +729,7 @@ def _stored_problems(system: SystemClient, expected: Mapping[str, Mapping[str, s
         wanted = sorted(signers)
         stored: set[str] = set()
         for start in range(0, len(wanted), SELECT_BATCH):
-            reply = system.tally.SelectSignatures(
-                tally_pb2.SelectSignaturesRequest(
-                    petition_id=petition_id, signers=wanted[start : start + SELECT_BATCH]
-                ),
-                metadata=system.admin(),
-                timeout=60,
-            )
+            reply = _select_signatures(system, petition_id, wanted[start : start + SELECT_BATCH])
             stored.update(s.signer for s in reply.signatures)
         missing = [s for s in wanted if s not in stored]
         if missing:

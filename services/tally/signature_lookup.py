@@ -9,6 +9,10 @@ import asyncio
 from datetime import UTC
 from typing import Any
 
+from cassandra import OperationTimedOut, ReadFailure, ReadTimeout, Unavailable
+from cassandra.cluster import NoHostAvailable
+
+from servicekit.errors import DomainError, ErrorKind
 from servicekit.signature_rows import BUCKETS, SIGNATURES_TABLE
 from servicekit.stores import CassandraSession
 from services.tally.signature_selection import StoredSignature
@@ -43,7 +47,18 @@ class SignatureLookup:
             async with reads:
                 return await self._db.execute(self._select, (petition_id, shard, BUCKETS))
 
-        shards = await asyncio.gather(*(shard_rows(shard) for shard in range(self._shards)))
+        try:
+            shards = await asyncio.gather(*(shard_rows(shard) for shard in range(self._shards)))
+        # Too few replicas answered in time (a node just died and the
+        # coordinator has not marked it down yet, or the cluster is
+        # overloaded): a read to try again, not an unknown failure.
+        except (ReadTimeout, ReadFailure, Unavailable, OperationTimedOut, NoHostAvailable) as error:
+            raise DomainError(
+                ErrorKind.UNAVAILABLE,
+                "SIGNATURES_UNAVAILABLE",
+                f"the system of record did not answer at its consistency level: {type(error).__name__}; try again",
+                retry_after_seconds=2,
+            ) from None
         return [
             StoredSignature(
                 signer=row.signer,
