@@ -717,9 +717,13 @@ async def _recount(settings: CliSettings, options: argparse.Namespace) -> int:
 
 
 async def _migrate(settings: CliSettings, options: argparse.Namespace) -> int:
-    from services.migrations import migrate
+    from services.migrations import MigrationRefused, migrate
 
-    created = await migrate(settings)
+    try:
+        created = await migrate(settings)
+    except MigrationRefused as refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return EXIT_REFUSED
     print(f"schema ready in keyspace {settings.keyspace}; topics created: {', '.join(created) or 'none'}")
     return 0
 

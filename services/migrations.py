@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -14,6 +16,8 @@ from servicekit.settings import CommonSettings
 from servicekit.signature_rows import SIGNATURES_TABLE
 from servicekit.stores import CassandraSession, kafka_options, start_kafka_client
 from services.signature_buckets_migration import copy_unbucketed_signatures
+
+T = TypeVar("T")
 
 
 def keyspace_replication(settings: CommonSettings) -> str:
@@ -184,15 +188,32 @@ async def migrate_kafka(settings: CommonSettings) -> list[str]:
         await admin.close()
 
 
-async def migrate(settings: CommonSettings) -> list[str]:
-    # A task group, not gather: when one side fails (a refused Kafka login
-    # is a SystemExit) the other is cancelled and awaited, instead of left
-    # running to die later as "Task exception was never retrieved".
+class MigrationRefused(Exception):
+    """A step refused to go on (a Kafka login refused, a keyspace whose
+    replication would need a repair): the message says what to do."""
+
+
+async def _refusal_as_error(step: Awaitable[T]) -> T:
+    # The steps refuse with SystemExit, a clear start-up error; raised
+    # inside a task it would escape the event loop at once, leave the other
+    # step running and print a traceback ("Task exception was never
+    # retrieved"). As an ordinary exception it waits for the other.
     try:
-        async with asyncio.TaskGroup() as group:
-            kafka = group.create_task(migrate_kafka(settings))
-            group.create_task(migrate_cassandra(settings))
-    except ExceptionGroup as failed:
-        # The first failure, as gather raised it, for callers and for the CLI.
-        raise failed.exceptions[0] from None
-    return kafka.result()
+        return await step
+    except SystemExit as refusal:
+        raise MigrationRefused(str(refusal.code)) from None
+
+
+async def migrate(settings: CommonSettings) -> list[str]:
+    """Both stores at once; each step runs to its end, then the first
+    failure (if any) is raised."""
+    created, cassandra = await asyncio.gather(
+        _refusal_as_error(migrate_kafka(settings)),
+        _refusal_as_error(migrate_cassandra(settings)),
+        return_exceptions=True,
+    )
+    for outcome in (created, cassandra):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    assert isinstance(created, list)
+    return created

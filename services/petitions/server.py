@@ -296,22 +296,33 @@ class PetitionsServicer(RpcGroup, petitions_pb2_grpc.PetitionsServicer):
 
 async def close_at_deadlines(records: PetitionRecords, changes: Changes, interval_seconds: float) -> None:
     """Closes open petitions whose deadline has passed. Every process runs
-    it; the conditional write lets one of them win each close."""
+    it; the conditional write lets one of them win each close. A round that
+    fails on a store (a Cassandra read at LOCAL_QUORUM timing out while a
+    node has just died, Kafka away) is logged and tried again at the next
+    interval: the loop is background work, and its death would stop the
+    service (servicekit.lifecycle)."""
     while True:
-        now = time.time()
-        for stored in await records.all():
-            petition = stored.petition
-            if (
-                state_of(petition) is lifecycle.State.OPEN
-                and petition.HasField("closes_at")
-                and petition.closes_at.ToNanoseconds() / 1e9 <= now
-            ):
-                try:
-                    await changes.apply(petition.id, lifecycle.Action.CLOSE, SYSTEM_ACTOR, reason="deadline")
-                except DomainError as refused:
-                    # Another process closed it first, or staff moved it on.
-                    log.info("deadline close skipped", petition=petition.id, reason=refused.reason)
+        try:
+            await _close_due(records, changes)
+        except Exception as error:
+            log.warning("deadline check failed; trying again", error=repr(error))
         await asyncio.sleep(interval_seconds)
+
+
+async def _close_due(records: PetitionRecords, changes: Changes) -> None:
+    now = time.time()
+    for stored in await records.all():
+        petition = stored.petition
+        if (
+            state_of(petition) is lifecycle.State.OPEN
+            and petition.HasField("closes_at")
+            and petition.closes_at.ToNanoseconds() / 1e9 <= now
+        ):
+            try:
+                await changes.apply(petition.id, lifecycle.Action.CLOSE, SYSTEM_ACTOR, reason="deadline")
+            except DomainError as refused:
+                # Another process closed it first, or staff moved it on.
+                log.info("deadline close skipped", petition=petition.id, reason=refused.reason)
 
 
 @asynccontextmanager
