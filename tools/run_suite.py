@@ -7,7 +7,6 @@ left as it was and a CI machine is left clean. Extra arguments go to pytest.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -24,7 +23,6 @@ from deploy.local.prometheus import ensure_prometheus  # noqa: E402
 from deploy.local.stack import ORDER, Stack  # noqa: E402
 
 NO_TESTS_COLLECTED = 5
-CLUSTER_TEST_REDIS_DB = "2"
 
 
 def main(pytest_args: list[str]) -> int:
@@ -50,58 +48,16 @@ def main(pytest_args: list[str]) -> int:
     try:
         artifacts = REPO / "test-artifacts"
         artifacts.mkdir(exist_ok=True)
-        return run_pytest(artifacts, pytest_args)
+        command = [sys.executable, "-m", "pytest", f"--junitxml={artifacts / 'junit.xml'}", *pytest_args]
+        code = subprocess.run(command, cwd=REPO, check=False).returncode
+        if code == NO_TESTS_COLLECTED:
+            print("error: pytest collected no tests", file=sys.stderr)
+            code = 1
+        return code
     finally:
         if not already_running:
             for name, line in stack.down(ORDER).items():
                 print(f"{name:10} {line}", flush=True)
-
-
-def run_pytest(artifacts: Path, pytest_args: list[str]) -> int:
-    """The whole suite, or what pytest_args select. The whole suite runs as
-    two pytest processes side by side: the cluster fault tests (marker
-    `cluster`: a cluster profile of their own, nine JVMs, minutes of
-    starting and of nodes coming back) beside everything else on the single
-    stack. They share nothing but the machine, and most of the cluster's
-    time is waiting, so the suite takes about as long as the longer of the
-    two instead of their sum."""
-    pytest = [sys.executable, "-m", "pytest"]
-    if pytest_args:
-        return _collected(subprocess.run([*pytest, f"--junitxml={artifacts / 'junit.xml'}", *pytest_args], cwd=REPO))
-    cluster_log = artifacts / "pytest-cluster.log"
-    with cluster_log.open("w") as log:
-        cluster = subprocess.Popen(
-            [*pytest, "-m", "cluster", f"--junitxml={artifacts / 'junit-cluster.xml'}"],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            # Its own Redis database on the shared Redis, should it touch it.
-            env={**os.environ, "PETITIONS_TEST_REDIS_DB": CLUSTER_TEST_REDIS_DB},
-        )
-        try:
-            print(f"cluster fault tests running beside the rest (pid {cluster.pid}); output: {cluster_log}", flush=True)
-            rest = _collected(
-                subprocess.run([*pytest, "-m", "not cluster", f"--junitxml={artifacts / 'junit.xml'}"], cwd=REPO)
-            )
-            cluster_code = cluster.wait()
-        finally:
-            if cluster.poll() is None:
-                cluster.terminate()
-                cluster.wait()
-    print(f"\n===== the cluster fault tests (tests marked cluster), exit {cluster_code} =====", flush=True)
-    print(cluster_log.read_text(), flush=True)
-    return rest or _collected_code(cluster_code)
-
-
-def _collected(result: subprocess.CompletedProcess[bytes]) -> int:
-    return _collected_code(result.returncode)
-
-
-def _collected_code(code: int) -> int:
-    if code == NO_TESTS_COLLECTED:
-        print("error: pytest collected no tests", file=sys.stderr)
-        return 1
-    return code
 
 
 if __name__ == "__main__":
