@@ -16,8 +16,11 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.stack
 
 # One key, so one partition and, with the batch size below, one or two
-# batches that take seconds to archive: long enough to stop the worker
-# in the middle of one.
+# batches. The archive writes them two rows at a time, one write at a time
+# (the settings below), so each takes seconds: long enough to stop the
+# worker in the middle of one. (With the default 16 concurrent writes over
+# 64 buckets a batch took a fraction of a second, less than two polls of
+# the probe below, and the window was missed in CI.)
 MESSAGES = 12_000
 KEY = b"drained on stop"
 
@@ -25,6 +28,15 @@ KEY = b"drained on stop"
 def archived(system: SystemClient, petition_id: str) -> int:
     """Signature rows the system of record holds for the petition."""
     return len(petition_rows(system.cassandra, petition_id, "signer"))
+
+
+def in_the_middle_of_a_batch(system: SystemClient, tally: PrivateTally, petition_id: str) -> bool:
+    """Rows on record whose offsets the group has not committed (each
+    message is a new signer, so one row each). The rows are read first:
+    both only grow, so rows read earlier outnumbering the offsets read
+    later proves uncommitted rows at the later read."""
+    rows = archived(system, petition_id)
+    return rows > tally.committed()
 
 
 @pytest.mark.timeout(240)
@@ -38,6 +50,8 @@ def test_sigterm_mid_batch_commits_the_batch_and_the_next_worker_replays_nothing
         PETITIONS_MAX_BATCH_MESSAGES=str(MESSAGES),
         PETITIONS_BATCH_LINGER_MS="1000",
         PETITIONS_DRAIN_SECONDS="90",
+        PETITIONS_CASSANDRA_WRITE_CONCURRENCY="1",
+        PETITIONS_CASSANDRA_ROWS_PER_BATCH="2",
     )
     tally.migrate()
     petition = system.create_petition("Drained on stop")
@@ -50,9 +64,9 @@ def test_sigterm_mid_batch_commits_the_batch_and_the_next_worker_replays_nothing
         publisher.close()
 
     first = tally.start_worker()
-    # Mid-batch: rows of the batch are on record, its offsets not committed.
+    # Mid-batch: rows of a batch are on record, its offsets not committed.
     eventually(
-        lambda: archived(system, petition.id) > 0 and tally.committed() == 0,
+        lambda: in_the_middle_of_a_batch(system, tally, petition.id),
         90,
         interval=0.05,
         message="the worker archiving its first batch before committing it",
