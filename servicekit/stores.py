@@ -196,10 +196,67 @@ async def redis_connection(settings: CommonSettings) -> AsyncIterator[aioredis.R
     pool of its own making leaves it open on aclose() by default."""
     client = redis_client(settings)
     try:
-        await client.ping()
+        try:
+            await client.ping()
+        except redis_errors.ConnectionError:
+            # redis-py reports sentinels that refused us as "No master
+            # found", which reads like a set with no primary: ask once more
+            # to tell a refused login apart, and say what to set.
+            refusal = await _redis_login_refusal(settings)
+            if refusal is None:
+                raise
+            raise RedisLoginRefused(refusal) from None
         yield client
     finally:
         await client.aclose(close_connection_pool=True)
+
+
+class RedisLoginRefused(SystemExit):
+    """A Redis server or sentinel refused our login: a configuration error,
+    reported once at start with what to check (never the password)."""
+
+
+async def _redis_login_refusal(settings: CommonSettings) -> str | None:
+    """Why the login was refused, asking each sentinel (or the server)
+    directly with what the client sends it; None: nobody refused a login."""
+    url = urlsplit(settings.redis_url)
+    password = unquote(url.password) if url.password else None
+    if not settings.redis_sentinels:
+        address = f"{url.hostname}:{url.port or 6379}"
+        if await _refuses(url.hostname or "127.0.0.1", url.port or 6379, password):
+            return f"Redis at {address} refused the login: check the password of PETITIONS_REDIS_URL"
+        return None
+    sent = password if settings.redis_sentinel_auth else None
+    for address in settings.redis_sentinels:
+        host, port = _host_port(address)
+        if await _refuses(host, port, sent):
+            if not settings.redis_sentinel_auth:
+                return (
+                    f"Redis sentinel {address} refused the login: it requires a password; set"
+                    " PETITIONS_REDIS_SENTINEL_AUTH=true to send it the password of PETITIONS_REDIS_URL"
+                )
+            return f"Redis sentinel {address} refused the password of PETITIONS_REDIS_URL"
+    return None
+
+
+async def _refuses(host: str, port: int, password: str | None) -> bool:
+    probe = aioredis.Redis(
+        host=host,
+        port=port,
+        password=password,
+        socket_timeout=SENTINEL_QUERY_SECONDS,
+        socket_connect_timeout=SENTINEL_QUERY_SECONDS,
+        retry=Retry(NoBackoff(), 0),
+    )
+    try:
+        await probe.ping()
+    except redis_errors.AuthenticationError:
+        return True
+    except redis_errors.RedisError:
+        return False
+    finally:
+        await probe.aclose()
+    return False
 
 
 def kafka_options(settings: CommonSettings) -> dict[str, Any]:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +34,8 @@ from deploy.local.stack import Stack
 from petitions.v1 import signing_pb2, signing_pb2_grpc
 from servicekit.redis_pipelining import AutoPipeline
 from servicekit.settings import CommonSettings
-from servicekit.stores import redis_client
-from tests.harness import free_port, start_service, wait_serving
+from servicekit.stores import RedisLoginRefused, redis_client, redis_connection
+from tests.harness import REPO, free_port, start_service, wait_serving
 from tests.system import SystemClient
 from tests.waiting import eventually, eventually_async
 
@@ -49,22 +52,32 @@ class SentinelSet:
     stack: Stack
     ports: dict[str, int]
     sentinels: tuple[int, ...]
+    # The set's password, which its sentinels require too; None: none.
+    password: str | None = None
 
     @property
     def sentinel_addresses(self) -> list[str]:
         return [f"127.0.0.1:{port}" for port in self.sentinels]
 
-    def settings(self) -> CommonSettings:
+    def settings(self, *, sentinel_auth: bool = True) -> CommonSettings:
+        """What a service is given; with a password, it asks the sentinels
+        with it too unless sentinel_auth is False."""
+        login = f":{self.password}@" if self.password else ""
         return CommonSettings(
-            redis_url="redis://127.0.0.1:1/0",  # the database number only
+            # The database number and the password only: the sentinels name the host.
+            redis_url=f"redis://{login}127.0.0.1:1/0",
             redis_sentinels=tuple(self.sentinel_addresses),
             redis_sentinel_service=SERVICE,
+            redis_sentinel_auth=bool(self.password) and sentinel_auth,
         )
+
+    def sentinel(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, password=self.password, socket_timeout=1, socket_connect_timeout=1)
 
     def primary_port(self) -> int:
         """The primary as the first sentinel that answers names it."""
         for port in self.sentinels:
-            client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+            client = self.sentinel(port)
             try:
                 address = client.sentinel_get_master_addr_by_name(SERVICE)
                 if isinstance(address, tuple | list):
@@ -80,7 +93,7 @@ class SentinelSet:
         return next(name for name, p in self.ports.items() if p == port)
 
     def server(self, name: str) -> redis.Redis:
-        return redis.Redis(port=self.ports[name], socket_timeout=2, socket_connect_timeout=2)
+        return redis.Redis(port=self.ports[name], password=self.password, socket_timeout=2, socket_connect_timeout=2)
 
     def is_replica_of(self, name: str, primary: str) -> bool:
         try:
@@ -94,34 +107,50 @@ class SentinelSet:
         )
 
 
-@pytest.fixture
-def sentinel_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+@contextmanager
+def started_set(tmp_path_factory: pytest.TempPathFactory, password: str | None = None) -> Iterator[SentinelSet]:
     default = Layout.from_environment()
     layout = Layout(tmp_path_factory.mktemp("redis-sentinel"), default.jar_cache, default.ports)
     primary, replica = free_port(), free_port()
     sentinels = tuple(free_port() for _ in range(3))
     components: dict[str, Redis | RedisSentinel] = {
-        "redis-a": Redis("redis-a", port=primary),
-        "redis-b": Redis("redis-b", port=replica, replica_of=primary),
+        "redis-a": Redis("redis-a", port=primary, password=password),
+        "redis-b": Redis("redis-b", port=replica, replica_of=primary, password=password),
     }
     for number, port in enumerate(sentinels, 1):
-        components[f"sentinel-{number}"] = RedisSentinel(f"sentinel-{number}", port, primary, service=SERVICE)
+        components[f"sentinel-{number}"] = RedisSentinel(
+            f"sentinel-{number}", port, primary, service=SERVICE, password=password
+        )
     stack = Stack(layout, components)
     names = list(components)
     try:
         began = time.monotonic()
         stack.up(names)
         print(f"\nsentinel set ready in {time.monotonic() - began:.1f} s")
-        yield SentinelSet(stack, {"redis-a": primary, "redis-b": replica}, sentinels)
+        yield SentinelSet(stack, {"redis-a": primary, "redis-b": replica}, sentinels, password)
     finally:
         stack.down(names)
+
+
+@pytest.fixture
+def sentinel_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    with started_set(tmp_path_factory) as started:
+        yield started
+
+
+@pytest.fixture
+def protected_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    """Servers and sentinels that all require the password, as the
+    Kubernetes RedisReplication and RedisSentinel run."""
+    with started_set(tmp_path_factory, password=f"pw-{uuid.uuid4().hex}") as started:
+        yield started
 
 
 def test_a_sentinel_set_comes_up_with_its_replica_and_sentinels(sentinel_set: SentinelSet) -> None:
     assert sentinel_set.primary() == "redis-a"
     assert sentinel_set.is_replica_of("redis-b", "redis-a")
     for port in sentinel_set.sentinels:
-        state = redis.Redis(port=port).sentinel_master(SERVICE)
+        state = sentinel_set.sentinel(port).sentinel_master(SERVICE)
         assert isinstance(state, dict)
         assert (state["num-other-sentinels"], state["num-slaves"], state["quorum"]) == (2, 1, 2), state
 
@@ -164,7 +193,7 @@ async def _write_through(sentinel_set: SentinelSet, fault: str, writers: int = 4
             assert await asyncio.to_thread(sentinel_set.stack.kill, old)
         else:
             assert sentinel_set.server(new).info("replication")["master_link_status"] == "up"
-            redis.Redis(port=sentinel_set.sentinels[0]).sentinel_failover(SERVICE)
+            sentinel_set.sentinel(sentinel_set.sentinels[0]).sentinel_failover(SERVICE)
         faulted_at = time.monotonic()
         before = max(value for at, value in acknowledged if at <= faulted_at)
         # A planned failover is asynchronous: writes go on to the old
@@ -215,6 +244,67 @@ def test_writes_ride_out_the_demotion_of_a_live_primary(sentinel_set: SentinelSe
     # A planned failover waits for the replica to catch up: nothing is lost.
     assert resumed_from == before
     eventually(lambda: sentinel_set.is_replica_of("redis-a", "redis-b"), 30, message="redis-a was not demoted")
+
+
+def test_sentinels_that_require_the_password_are_asked_with_it(protected_set: SentinelSet) -> None:
+    """PETITIONS_REDIS_SENTINEL_AUTH (what the Kubernetes config sets): the
+    client logs in to the sentinels with the Redis password and follows a
+    kill -9 of the primary, which the sentinels, logged in to each other,
+    vote on."""
+    recovered, errors, _, _ = asyncio.run(_write_through(protected_set, "kill"))
+    print(f"\nkill -9 of a password-protected primary: first write on the new primary after {recovered:.2f} s")
+    assert errors == []
+    assert protected_set.primary() == "redis-b"
+
+
+def test_sentinels_that_require_the_password_refuse_a_client_without_it(
+    protected_set: SentinelSet, system: SystemClient
+) -> None:
+    """Without PETITIONS_REDIS_SENTINEL_AUTH the sentinels answer NOAUTH: a
+    service stops at start, saying which setting to set (redis-py alone
+    says "No master found"), and nothing is written. With a wrong password,
+    it says that instead."""
+
+    async def start(settings: CommonSettings) -> None:
+        async with redis_connection(settings) as client:
+            await client.set("never", "written")
+
+    with pytest.raises(RedisLoginRefused) as refused:
+        asyncio.run(start(protected_set.settings(sentinel_auth=False)))
+    message = str(refused.value)
+    print(f"\nwithout sentinel auth: {message}")
+    assert f"sentinel 127.0.0.1:{protected_set.sentinels[0]} refused the login" in message
+    assert "PETITIONS_REDIS_SENTINEL_AUTH=true" in message
+
+    wrong = protected_set.settings().model_copy(update={"redis_url": "redis://:not-the-password@127.0.0.1:1/0"})
+    with pytest.raises(RedisLoginRefused, match="refused the password of PETITIONS_REDIS_URL") as refused:
+        asyncio.run(start(wrong))
+    assert "not-the-password" not in str(refused.value)
+    assert protected_set.server("redis-a").exists("never") == 0
+
+    # A service process: the reason on stderr, not a traceback.
+    login = f"redis://:{protected_set.password}@127.0.0.1:1/0"
+    env = {
+        **system.namespace.env(system.stack),
+        "PETITIONS_REDIS_SENTINELS": json.dumps(protected_set.sentinel_addresses),
+        "PETITIONS_REDIS_SENTINEL_SERVICE": SERVICE,
+        "PETITIONS_REDIS_URL": login,
+        "PETITIONS_GRPC_ADDRESS": "127.0.0.1:0",
+        "PETITIONS_METRICS_PORT": "0",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "services.signing"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode != 0, result.stdout
+    assert "PETITIONS_REDIS_SENTINEL_AUTH=true" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert str(protected_set.password) not in result.stderr + result.stdout
 
 
 def _sign_once(

@@ -71,6 +71,9 @@ class Redis:
     port_number: int | None
     # The port of the primary this server replicates at its first start.
     replica_of: int | None
+    # The set's password (requirepass, and masterauth for replication), as
+    # the Kubernetes RedisReplication runs; None: none.
+    password: str | None
     start_timeout: float
     stop_timeout: float
 
@@ -81,12 +84,16 @@ class Redis:
         name: str = "redis",
         port: int | None = None,
         replica_of: int | None = None,
+        password: str | None = None,
         start_timeout: float = 20.0,
         stop_timeout: float = 20.0,
     ):
+        if password is not None and port is None:
+            raise ValueError("the stack's single Redis has no password; only members of a set take one")
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "port_number", port)
         object.__setattr__(self, "replica_of", replica_of)
+        object.__setattr__(self, "password", password)
         object.__setattr__(self, "start_timeout", start_timeout)
         object.__setattr__(self, "stop_timeout", stop_timeout)
 
@@ -119,6 +126,9 @@ class Redis:
             lines.append("min-replicas-to-write 0")
             if self.replica_of is not None:
                 lines.append(f"replicaof 127.0.0.1 {self.replica_of}")
+            if self.password is not None:
+                # masterauth too: any member may become a replica of another.
+                lines += [f'requirepass "{self.password}"', f'masterauth "{self.password}"']
             conf.write_text("\n".join(lines) + "\n")
         return [ensure_redis_server(), str(conf)]
 
@@ -127,7 +137,7 @@ class Redis:
         its primary (a replica still loading is of no use to a failover)."""
         import redis
 
-        client = redis.Redis(port=self.port(layout), socket_timeout=1, socket_connect_timeout=1)
+        client = redis.Redis(port=self.port(layout), password=self.password, socket_timeout=1, socket_connect_timeout=1)
         try:
             if not client.ping():
                 return False
@@ -161,6 +171,9 @@ class RedisSentinel:
     failover_timeout_ms: int
     other_sentinels: int
     replicas: int
+    # The set's password: the sentinels require it (as the OT operator's
+    # do), log in to the servers and to each other with it; None: none.
+    password: str | None
     start_timeout: float
     stop_timeout: float
 
@@ -175,6 +188,7 @@ class RedisSentinel:
         failover_timeout_ms: int = FAILOVER_TIMEOUT_MS,
         other_sentinels: int = 2,
         replicas: int = 1,
+        password: str | None = None,
         start_timeout: float = 40.0,
         stop_timeout: float = 20.0,
     ):
@@ -188,6 +202,7 @@ class RedisSentinel:
             ("failover_timeout_ms", failover_timeout_ms),
             ("other_sentinels", other_sentinels),
             ("replicas", replicas),
+            ("password", password),
             ("start_timeout", start_timeout),
             ("stop_timeout", stop_timeout),
         ):
@@ -213,13 +228,22 @@ class RedisSentinel:
                 # One replica resyncs with the new primary at a time.
                 f"sentinel parallel-syncs {self.service} 1",
             ]
+            if self.password is not None:
+                lines += [
+                    f'requirepass "{self.password}"',
+                    f'sentinel auth-pass {self.service} "{self.password}"',
+                    # What a sentinel logs in to its peers with: without it
+                    # they cannot ask each other to vote, and no failover
+                    # reaches a quorum.
+                    f'sentinel sentinel-pass "{self.password}"',
+                ]
             conf.write_text("\n".join(lines) + "\n")
         return [ensure_redis_server(), str(conf), "--sentinel"]
 
     def ready(self, layout: Layout) -> bool:
         import redis
 
-        client = redis.Redis(port=self.port_number, socket_timeout=1, socket_connect_timeout=1)
+        client = redis.Redis(port=self.port_number, password=self.password, socket_timeout=1, socket_connect_timeout=1)
         try:
             if not client.sentinel_get_master_addr_by_name(self.service):
                 return False
