@@ -280,6 +280,11 @@ def test_sentinels_that_require_the_password_refuse_a_client_without_it(
     with pytest.raises(RedisLoginRefused, match="refused the password of PETITIONS_REDIS_URL") as refused:
         asyncio.run(start(wrong))
     assert "not-the-password" not in str(refused.value)
+    # Without sentinels, the server itself.
+    primary = protected_set.ports["redis-a"]
+    direct = CommonSettings(redis_url=f"redis://:not-the-password@127.0.0.1:{primary}/0")
+    with pytest.raises(RedisLoginRefused, match=f"Redis at 127.0.0.1:{primary} refused the login"):
+        asyncio.run(start(direct))
     assert protected_set.server("redis-a").exists("never") == 0
 
     # A service process: the reason on stderr, not a traceback.
