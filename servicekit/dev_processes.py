@@ -55,10 +55,12 @@ class ServiceProcess:
         return self.process.returncode
 
 
-def run_cli(env: Mapping[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Runs `petitions ARGS` (services.cli) with exactly env, its output captured."""
+def run_module(
+    module: str, env: Mapping[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Runs `python -m module ARGS` to its end with exactly env, its output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
+        [sys.executable, "-m", module, *args],
         cwd=REPO_ROOT,
         env=dict(env),
         capture_output=True,
@@ -66,6 +68,11 @@ def run_cli(env: Mapping[str, str], *args: str, timeout: float = 120) -> subproc
         timeout=timeout,
         check=False,
     )
+
+
+def run_cli(env: Mapping[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Runs `petitions ARGS` (services.cli) with exactly env, its output captured."""
+    return run_module("services.cli", env, *args, timeout=timeout)
 
 
 def start_service(

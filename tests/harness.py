@@ -24,6 +24,7 @@ from deploy.local.settings_env import settings_env
 from servicekit.dev_processes import ServiceProcess as ServiceProcess
 from servicekit.dev_processes import free_port as free_port
 from servicekit.dev_processes import run_cli as run_cli
+from servicekit.dev_processes import run_module as run_module
 from servicekit.dev_processes import start_service as start_service
 from servicekit.settings import CommonSettings
 from tests.waiting import eventually

@@ -8,8 +8,6 @@ wrong CA or a PLAINTEXT client is a start-up error naming the broker."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from deploy.local.stack import Stack
 from deploy.local.tls import LocalCA
 from servicekit.settings import CommonSettings
 from servicekit.stores import KafkaLoginRefused, idempotent_producer, kafka_options, start_kafka_client
-from tests.harness import REPO, Namespace, free_port, run_cli
+from tests.harness import Namespace, free_port, run_cli, run_module
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -171,15 +169,7 @@ def test_a_service_with_a_wrong_password_exits_saying_why(
     assert secrets.returncode == 0, secrets.stderr
     # Signing starts its idempotent producer through start_kafka_client, as
     # every service starts its Kafka clients.
-    result = subprocess.run(
-        [sys.executable, "-m", "services.signing"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=START_TIMEOUT_SECONDS * 2,
-        check=False,
-    )
+    result = run_module("services.signing", env, timeout=START_TIMEOUT_SECONDS * 2)
     assert result.returncode != 0, result.stdout
     expected = f"Kafka producer: the broker at {broker.address} refused the login"
     assert expected in result.stderr, result.stderr

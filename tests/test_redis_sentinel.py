@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -35,7 +33,7 @@ from petitions.v1 import signing_pb2, signing_pb2_grpc
 from servicekit.redis_pipelining import AutoPipeline
 from servicekit.settings import CommonSettings
 from servicekit.stores import RedisLoginRefused, redis_client, redis_connection
-from tests.harness import REPO, free_port, start_service, wait_serving
+from tests.harness import free_port, run_module, start_service, wait_serving
 from tests.system import SystemClient
 from tests.waiting import eventually, eventually_async
 
@@ -297,15 +295,7 @@ def test_sentinels_that_require_the_password_refuse_a_client_without_it(
         "PETITIONS_GRPC_ADDRESS": "127.0.0.1:0",
         "PETITIONS_METRICS_PORT": "0",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "services.signing"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    result = run_module("services.signing", env, timeout=180)
     assert result.returncode != 0, result.stdout
     assert "PETITIONS_REDIS_SENTINEL_AUTH=true" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr

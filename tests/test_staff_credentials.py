@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 
 import grpc
@@ -19,7 +17,7 @@ from petitions.v1 import identity_pb2
 from servicekit import role_credentials
 from servicekit.signer_credential import CredentialRejected, CredentialVerifier
 from tests.errors import Rejection, rejection
-from tests.harness import REPO, STAFF_PERSONAS
+from tests.harness import STAFF_PERSONAS, run_module
 from tests.system import SystemClient
 from tests.test_author_credentials import exchange_author, identified_token
 
@@ -140,10 +138,9 @@ def test_a_bad_staff_entry_stops_identity_at_start_naming_it(
     env = system.namespace.env(system.stack)
     for entry in entries:
         entry.setdefault("issuer", system.namespace.identified_devidp_url)
-    started = subprocess.run(
-        [sys.executable, "-m", "services.identity"],
-        cwd=REPO,
-        env={
+    started = run_module(
+        "services.identity",
+        {
             **env,
             "PETITIONS_STAFF_ROLES": json.dumps(entries),
             # Never the session's identity: if it started, it would serve here.
@@ -151,10 +148,7 @@ def test_a_bad_staff_entry_stops_identity_at_start_naming_it(
             "PETITIONS_METRICS_PORT": "0",
             "PATH": os.environ.get("PATH", ""),
         },
-        capture_output=True,
-        text=True,
         timeout=30,
-        check=False,
     )
 
     assert started.returncode != 0
