@@ -7,7 +7,7 @@ import contextlib
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import redis.asyncio as aioredis
 import structlog
@@ -136,10 +136,14 @@ class SentinelRedis(aioredis.Redis):
             await self.sentinel_manager.aclose()
 
 
+def _url_password(url: SplitResult) -> str | None:
+    return unquote(url.password) if url.password else None
+
+
 def _sentinel_primary(settings: CommonSettings) -> aioredis.Redis:
     url = urlsplit(settings.redis_url)
     database = int(url.path.lstrip("/") or 0)
-    password = unquote(url.password) if url.password else None
+    password = _url_password(url)
     sentinels = [_host_port(address) for address in settings.redis_sentinels]
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         sentinels,
@@ -220,11 +224,11 @@ async def _redis_login_refusal(settings: CommonSettings) -> str | None:
     """Why the login was refused, asking each sentinel (or the server)
     directly with what the client sends it; None: nobody refused a login."""
     url = urlsplit(settings.redis_url)
-    password = unquote(url.password) if url.password else None
+    password = _url_password(url)
     if not settings.redis_sentinels:
-        address = f"{url.hostname}:{url.port or 6379}"
-        if await _refuses(url.hostname or "127.0.0.1", url.port or 6379, password):
-            return f"Redis at {address} refused the login: check the password of PETITIONS_REDIS_URL"
+        host, port = url.hostname or "127.0.0.1", url.port or 6379
+        if await _refuses(host, port, password):
+            return f"Redis at {host}:{port} refused the login: check the password of PETITIONS_REDIS_URL"
         return None
     sent = password if settings.redis_sentinel_auth else None
     for address in settings.redis_sentinels:

@@ -73,9 +73,10 @@ class ClusterSystem:
         assert processes.kill(ProcessFiles.under(self.plan.run_dir, name)), f"{name} was not running"
 
     def kill_server(self, name: str) -> None:
-        """kill -9, then waits until its client port is closed: a JVM can
-        take longer to go than processes.kill waits, and a restart then finds
-        the port still held ("in use by a process this stack did not start")."""
+        """kill -9; for a Kafka broker, then waits until its client port is
+        closed: its JVM can take longer to go than processes.kill waits, and
+        a restart then found the port still held ("in use by a process this
+        stack did not start")."""
         component = self.stack.components[name]
         assert self.stack.kill(name), f"{name} was not running"
         if name in self.plan.kafka_names():

@@ -69,7 +69,7 @@ def test_sigterm_mid_batch_commits_the_batch_and_the_next_worker_replays_nothing
         lambda: in_the_middle_of_a_batch(system, tally, petition.id),
         90,
         interval=0.05,
-        message="the worker archiving its first batch before committing it",
+        message="the worker archiving a batch before committing it",
     )
     assert first.service.stop(timeout=120) == 0, first.service.log_tail()
 
