@@ -9,7 +9,6 @@ each overlay is rendered once per session."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import re
 import subprocess
 from pathlib import Path
@@ -198,14 +197,20 @@ def test_every_policy_has_a_broken_fixture() -> None:
     assert caught == set(k8s_check.checks_for("prod"))
 
 
+def test_a_settings_class_that_does_not_import_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    prod = rendered_overlay("prod")
+    monkeypatch.setitem(k8s_check.SETTINGS_OF_MODULE, "services.petitions", "services.petitions.gone:Settings")
+    problems = k8s_check.check_env_names(prod)
+    assert any(
+        p.startswith("Deployment/petitions: its settings class services.petitions.gone:Settings does not import")
+        for p in problems
+    ), problems
+
+
 def test_petitions_settings_are_checked() -> None:
-    """The env-name policy skips the petitions Deployment only while its
-    settings module does not exist yet (issue 14 is being built)."""
-    if importlib.util.find_spec("services.petitions.settings") is None:
-        pytest.skip(
-            "services.petitions.settings does not exist yet: the petitions Deployment's PETITIONS_* names"
-            " were not checked against a settings class"
-        )
+    """The petitions Deployment's environment is parsed by PetitionsSettings
+    itself (the env-name policy reports a settings class that does not
+    import rather than skipping its container)."""
     prod = rendered_overlay("prod")
     petitions = [item for item in k8s_check.containers(prod) if item.component == "petitions"]
     settings, problems = k8s_check.settings_for(prod, petitions[0])
